@@ -1,0 +1,106 @@
+"""The contract between the core and a backend: what a backend must do to move bytes.
+
+A backend never sees a message dict, a capacity pattern or a clock setting: the core hands it opaque items with
+the queue they go to, the capacity of that queue and the deadline after which they are void.  One backend object
+serves one event loop (the core creates one per loop and drops it when the loop closes), so it may hold
+connections bound to that loop.
+
+Queues: a named channel is its own queue (``"tasks"``); every process-local channel ``"specific.abc!xyz"`` lives in
+its process queue ``"specific.abc!"``.  Items in a process queue carry the local channel names inside them, so the
+backend never needs to look at them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Backend", "Push"]
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """One item for one queue.
+
+    The backend must store ``item`` at the tail of ``queue`` only if the queue holds fewer than ``capacity``
+    unexpired items, atomically with that check, and must never deliver it after ``deadline`` (a Unix time).
+    Expired items must stop counting toward capacity.
+    """
+
+    queue: str
+    item: bytes
+    capacity: int
+    deadline: float
+
+
+class Backend(abc.ABC):
+    """Moves items between this process and a server, on one event loop.
+
+    Every method that talks to the server raises :class:`layers.BackendUnavailable` (wrapping the driver error)
+    when the server cannot be reached within the backend's time limit.
+    """
+
+    #: The shortest expiry (seconds) the backend can enforce precisely; the conformance suite reads it.
+    min_expiry: float = 0.0
+
+    @abc.abstractmethod
+    async def push(self, pushes: Sequence[Push]) -> list[bool]:
+        """Store each push atomically with its capacity check; return, per push, whether it was stored.
+
+        The core coalesces concurrent sends into one call, so this should cost one round trip per server shard.
+        Pushes to the same queue in one call must be stored in the given order.
+        """
+
+    @abc.abstractmethod
+    async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+        """Remove and return up to ``limit`` unexpired items from the head of ``queue``, oldest first.
+
+        Waits up to ``timeout`` seconds for the first item and returns ``[]`` if none came.  Each item is returned
+        to exactly one caller across all processes (at-most-once, never duplicated).  The core calls ``pop`` for a
+        queue from a single reader task per event loop.
+        """
+
+    @abc.abstractmethod
+    async def group_add(self, group: str, channel: str, deadline: float) -> None:
+        """Make ``channel`` a member of ``group`` until ``deadline`` (a later add extends it)."""
+
+    @abc.abstractmethod
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; no error if it is not a member."""
+
+    @abc.abstractmethod
+    async def group_members(self, group: str) -> list[str]:
+        """The channels whose membership of ``group`` has not lapsed (and forget those that have)."""
+
+    async def group_push(self, group: str, fan_out: FanOut) -> int:
+        """Deliver one message to every member of ``group``; return how many members were full (dropped).
+
+        ``fan_out(members)`` builds the pushes (one per named member, one bundle per process).  The default costs
+        one ``group_members`` plus one ``push``; a backend can override it to do the whole fan-out server-side.
+        """
+        members = await self.group_members(group)
+        if not members:
+            return 0
+        pushes, counts = fan_out(members)
+        stored = await self.push(pushes)
+        return sum(count for ok, count in zip(stored, counts) if not ok)
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Delete every queue, item and group this layer (its ``prefix``) owns on the server."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release every connection; must be idempotent."""
+
+    def abandon(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Drop connections without awaiting (the event loop they belong to has closed)."""
+
+
+class FanOut(abc.ABC):
+    """Builds the pushes for a group message from the member list (the core implements it)."""
+
+    @abc.abstractmethod
+    def __call__(self, members: Sequence[str]) -> tuple[list[Push], list[int]]:
+        """Return the pushes and, per push, how many member channels it serves (for drop counts)."""

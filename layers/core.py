@@ -1,0 +1,445 @@
+"""The channel-layer interface and the core that implements it over any :class:`~layers.backend.Backend`.
+
+Everything a user can observe as semantics is decided here once: name and message rules, serialization, size
+limits, capacity lookup, expiry deadlines, group fan-out bundling, the per-process inbox that files messages for
+``!`` channels into local buffers, and cancellation-safe ``receive``.  Backends only move bytes.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from .backend import Backend, FanOut, Push
+from .capacity import CapacityRules, Pattern
+from .envelope import pack_item, unpack_item
+from .errors import BackendUnavailable, ChannelFull, ConfigError, LayerError, MessageTooLarge
+from .names import check_channel, check_group, process_part
+from .serialization import Message, Serializer, encode_message, get_serializer
+
+__all__ = ["BackendChannelLayer", "BaseChannelLayer"]
+
+log = logging.getLogger("layers")
+
+Entry = tuple[float, bytes]  # (deadline, serialized payload) waiting in a local buffer
+
+
+class BaseChannelLayer(abc.ABC):
+    """The async API Django Channels calls, and the settings every layer shares.
+
+    Subclass :class:`BackendChannelLayer` to write a backend; subclass this only to implement the whole API
+    yourself (the conformance suite in ``spec`` then tells you what you got right).
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+    ChannelFull: ClassVar[type[Exception]] = ChannelFull
+    MessageTooLarge: ClassVar[type[Exception]] = MessageTooLarge
+
+    #: What the conformance suite may assume about this layer (see ``spec.Knobs``).
+    spec_knobs: ClassVar[dict[str, Any]] = {}
+
+    def __init__(
+        self,
+        *,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: Mapping[Pattern, int] | None = None,
+        max_message_size: int = 1024 * 1024,
+        serializer_format: str = "msgpack",
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        prefix: str = "asgi",
+    ) -> None:
+        self.expiry = _positive("expiry", expiry)
+        self.group_expiry = _positive("group_expiry", group_expiry)
+        self.capacity = capacity
+        self.channel_capacity = dict(channel_capacity or {})
+        self.capacity_rules = CapacityRules(capacity, self.channel_capacity)
+        self.max_message_size = int(_positive("max_message_size", max_message_size))
+        self.serializer: Serializer = get_serializer(serializer_format, symmetric_encryption_keys)
+        if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{}!"):
+            raise ConfigError(f"prefix must be a non-empty string without '{{', '}}' or '!', not {prefix!r}")
+        self.prefix = prefix
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> BaseChannelLayer:
+        """Build the layer from a URL whose query string carries options (``?capacity=500&expiry=30``)."""
+        from .settings import split_url
+
+        _, options = split_url(url)
+        return cls(**{**options, **overrides})
+
+    @abc.abstractmethod
+    async def send(self, channel: str, message: Message) -> None:
+        """Put ``message`` on ``channel``; raise ``ChannelFull`` if the channel is at capacity."""
+
+    @abc.abstractmethod
+    async def receive(self, channel: str) -> Message:
+        """Wait for and return the next message on ``channel``."""
+
+    @abc.abstractmethod
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """Return a new process-local channel name owned by this layer (``prefix.<process>!<local>``)."""
+
+    @abc.abstractmethod
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (membership lapses ``group_expiry`` seconds after the latest add)."""
+
+    @abc.abstractmethod
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``."""
+
+    @abc.abstractmethod
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every member of ``group``; full members are skipped, never raised."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Delete every message and group of this layer."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections; idempotent, and a later call reopens lazily."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} prefix={self.prefix!r}>"
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number, not {value!r}")
+    return value
+
+
+class BackendChannelLayer(BaseChannelLayer):
+    """A complete channel layer over a :class:`Backend`; a backend package only provides :meth:`make_backend`."""
+
+    #: Items popped per round trip for a process queue (every local channel of this process).
+    receive_batch: ClassVar[int] = 100
+    #: Seconds one blocking pop may wait before the reader checks whether anyone still listens.
+    poll_timeout: ClassVar[float] = 5.0
+    #: Backoff bounds (seconds) for a reader whose backend is unavailable.
+    retry_delays: ClassVar[tuple[float, float]] = (0.05, 2.0)
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.client_prefix = uuid.uuid4().hex[:12]
+        self.group_drops = 0  # members skipped by group_send because they were full
+        self._buffers: dict[str, deque[Entry]] = {}
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @abc.abstractmethod
+    def make_backend(self) -> Backend:
+        """A new backend for the running event loop."""
+
+    # -- sending -------------------------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        check_channel(channel)
+        payload = encode_message(self.serializer, message, self.max_message_size)
+        proc = process_part(channel)
+        queue = proc or channel
+        deadline = time.time() + self.expiry
+        capacity = self.capacity_rules.lookup(queue)
+        push = Push(queue, pack_item(deadline, [channel] if proc else None, payload), capacity, deadline)
+        if not await self._state().push(push):
+            raise ChannelFull(f"channel {channel!r} is full (capacity {capacity} for {queue!r})")
+
+    async def group_send(self, group: str, message: Message) -> None:
+        check_group(group)
+        payload = encode_message(self.serializer, message, self.max_message_size)
+        fan_out = GroupFanOut(self.capacity_rules, payload, time.time() + self.expiry)
+        dropped = await _unavailable_guard(self._state().backend.group_push(self._group_key(group), fan_out))
+        if dropped:
+            self.group_drops += dropped
+            log.debug("group_send to %r skipped %d full member(s)", group, dropped)
+
+    # -- groups --------------------------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        check_group(group)
+        check_channel(channel)
+        deadline = time.time() + self.group_expiry
+        await _unavailable_guard(self._state().backend.group_add(self._group_key(group), channel, deadline))
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        check_group(group)
+        check_channel(channel)
+        await _unavailable_guard(self._state().backend.group_discard(self._group_key(group), channel))
+
+    def _group_key(self, group: str) -> str:
+        """Groups and channels share one namespace on some servers; backends get groups already distinguished."""
+        return group
+
+    # -- receiving -----------------------------------------------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        check_group(prefix)  # same rules as a group name: no '!'
+        return f"{prefix}.{self.client_prefix}!{uuid.uuid4().hex[:12]}"
+
+    async def receive(self, channel: str) -> Message:
+        check_channel(channel)
+        while True:
+            entry = self._take_buffered(channel)
+            if entry is None:
+                entry = await self._state().wait(channel)
+            message = self._decode(channel, entry[1])
+            if message is not None:
+                return message
+
+    def _take_buffered(self, channel: str) -> Entry | None:
+        buffer = self._buffers.get(channel)
+        while buffer:
+            entry = buffer.popleft()
+            if not buffer:
+                del self._buffers[channel]
+            if entry[0] >= time.time():
+                return entry
+        return None
+
+    def _decode(self, channel: str, payload: bytes) -> Message | None:
+        try:
+            return self.serializer.loads(payload)
+        except Exception as exc:  # garbage, or a key this layer does not hold: log and skip, never break
+            log.warning("dropping undecodable message on %r: %s: %s", channel, type(exc).__name__, exc)
+            return None
+
+    def _buffer(self, channel: str, entry: Entry, front: bool = False) -> None:
+        buffer = self._buffers.setdefault(channel, deque())
+        if front:
+            buffer.appendleft(entry)
+        else:
+            buffer.append(entry)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        await _unavailable_guard(self._state().backend.flush())
+        self._buffers.clear()
+
+    async def close(self) -> None:
+        self._drop_dead_loops()
+        loop = asyncio.get_running_loop()
+        state = self._loops.pop(loop, None)
+        if state is not None:
+            await state.close()
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            self._drop_dead_loops()
+            state = self._loops[loop] = _LoopState(self, loop, self.make_backend())
+        return state
+
+    def _drop_dead_loops(self) -> None:
+        for loop in [loop for loop in self._loops if loop.is_closed()]:
+            self._loops.pop(loop).backend.abandon()
+
+    # -- introspection for tests and tools ----------------------------------------------------------------
+
+    def local_state_size(self) -> dict[str, int]:
+        """How many entries the in-process maps hold (all zero once every channel is drained)."""
+        sizes = {"buffers": len(self._buffers), "waiters": 0, "readers": 0}
+        for state in self._loops.values():
+            sizes["waiters"] += len(state.waiters)
+            sizes["readers"] += len(state.readers)
+        return sizes
+
+
+class GroupFanOut(FanOut):
+    """Builds a group message's pushes: one per named member, one bundle per process (spec R-GROUP-5)."""
+
+    def __init__(self, rules: CapacityRules, payload: bytes, deadline: float) -> None:
+        self.rules = rules
+        self.payload = payload
+        self.deadline = deadline
+
+    def item_for(self, channels: list[str] | None) -> bytes:
+        """The stored item for a named channel (None) or for these local channels of one process."""
+        return pack_item(self.deadline, channels, self.payload)
+
+    def __call__(self, members: Sequence[str]) -> tuple[list[Push], list[int]]:
+        pushes: list[Push] = []
+        counts: list[int] = []
+        bundles: dict[str, list[str]] = {}
+        for channel in members:
+            proc = process_part(channel)
+            if proc is None:
+                pushes.append(self._push(channel, None))
+                counts.append(1)
+            else:
+                bundles.setdefault(proc, []).append(channel)
+        for proc, channels in bundles.items():
+            pushes.append(self._push(proc, channels))
+            counts.append(len(channels))
+        return pushes, counts
+
+    def _push(self, queue: str, channels: list[str] | None) -> Push:
+        return Push(queue, self.item_for(channels), self.rules.lookup(queue), self.deadline)
+
+
+async def _unavailable_guard(call: Any) -> Any:
+    """Await a backend call, turning stray driver connection errors into ``BackendUnavailable``."""
+    try:
+        return await call
+    except LayerError:
+        raise
+    except (OSError, asyncio.TimeoutError) as exc:
+        raise BackendUnavailable(f"backend call failed: {type(exc).__name__}: {exc}") from exc
+
+
+class _LoopState:
+    """What a layer keeps per event loop: the backend, the send coalescer, readers and waiting receivers."""
+
+    def __init__(self, layer: BackendChannelLayer, loop: asyncio.AbstractEventLoop, backend: Backend) -> None:
+        self.layer = layer
+        self.loop = loop
+        self.backend = backend
+        self.readers: dict[str, asyncio.Task[None]] = {}
+        self.waiters: dict[str, deque[asyncio.Future[Entry]]] = {}
+        self.waiting: dict[str, int] = {}  # queue -> receivers waiting on its channels
+        self._pending: list[tuple[Push, asyncio.Future[bool]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
+        self._coalesce = getattr(backend, "coalesce_pushes", True)
+
+    # -- sends: concurrent pushes made in one loop iteration go to the backend as one call ------------------
+
+    async def push(self, push: Push) -> bool:
+        if not self._coalesce:
+            return (await _unavailable_guard(self.backend.push([push])))[0]  # type: ignore[no-any-return]
+        future: asyncio.Future[bool] = self.loop.create_future()
+        if not self._pending:
+            self.loop.call_soon(self._flush_pending)
+        self._pending.append((push, future))
+        return await future
+
+    def _flush_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        task = self.loop.create_task(self._push_batch(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _push_batch(self, batch: list[tuple[Push, asyncio.Future[bool]]]) -> None:
+        try:
+            results = await _unavailable_guard(self.backend.push([push for push, _ in batch]))
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else BackendUnavailable("send interrupted")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, future), stored in zip(batch, results):
+            if not future.done():
+                future.set_result(stored)
+
+    # -- receives: one reader per queue files items into local buffers -------------------------------------
+
+    async def wait(self, channel: str) -> Entry:
+        queue = process_part(channel) or channel
+        future: asyncio.Future[Entry] = self.loop.create_future()
+        self.waiters.setdefault(channel, deque()).append(future)
+        self.waiting[queue] = self.waiting.get(queue, 0) + 1
+        if queue not in self.readers:
+            self.readers[queue] = self.loop.create_task(self._read(queue), name=f"layers-reader-{queue}")
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.file(channel, future.result(), front=True)  # fetched but not handed out: keep it
+            else:
+                self._forget(channel, queue, future)
+            raise
+
+    def _forget(self, channel: str, queue: str, future: asyncio.Future[Entry]) -> None:
+        waiters = self.waiters.get(channel)
+        if waiters is not None and future in waiters:
+            waiters.remove(future)
+            self._unwait(channel, queue, waiters)
+
+    def _unwait(self, channel: str, queue: str, waiters: deque[asyncio.Future[Entry]]) -> None:
+        if not waiters:
+            del self.waiters[channel]
+        count = self.waiting[queue] - 1
+        if count:
+            self.waiting[queue] = count
+        else:
+            del self.waiting[queue]
+
+    def file(self, channel: str, entry: Entry, front: bool = False) -> None:
+        """Hand ``entry`` to the oldest receiver waiting on ``channel``, else keep it in the channel's buffer."""
+        waiters = self.waiters.get(channel)
+        while waiters:
+            future = waiters.popleft()
+            self._unwait(channel, process_part(channel) or channel, waiters)
+            if not future.done():  # a cancelled receiver may not have unregistered yet
+                future.set_result(entry)
+                return
+        self.layer._buffer(channel, entry, front)
+
+    async def _read(self, queue: str) -> None:
+        named = "!" not in queue
+        delay = 0.0
+        try:
+            while self.waiting.get(queue):
+                limit = self.waiting[queue] if named else self.layer.receive_batch
+                try:
+                    items = await self.backend.pop(queue, limit, self.layer.poll_timeout)
+                except Exception as exc:
+                    delay = _next_delay(delay, self.layer.retry_delays)
+                    log.warning("receive from %r failed (%s: %s); retrying in %.2fs", queue,
+                                type(exc).__name__, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                delay = 0.0
+                self._file_items(queue, items)
+        finally:
+            if self.readers.get(queue) is asyncio.current_task():
+                del self.readers[queue]
+
+    def _file_items(self, queue: str, items: list[bytes]) -> None:
+        now = time.time()
+        for item in items:
+            try:
+                deadline, channels, payload = unpack_item(item)
+            except ValueError as exc:
+                log.warning("skipping an item in %r that is not a channel-layers message: %s", queue, exc)
+                continue
+            if deadline < now:
+                continue
+            for channel in channels if channels is not None else (queue,):
+                self.file(channel, (deadline, payload))
+
+    async def close(self) -> None:
+        readers = list(self.readers.values())
+        for reader in readers:
+            reader.cancel()
+        for task in readers + list(self._flushes):
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        closed = LayerError("the channel layer was closed while receive() was waiting")
+        for waiters in self.waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(closed)
+        self.waiters.clear()
+        self.waiting.clear()
+        await self.backend.close()
+
+
+def _next_delay(delay: float, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    return min(high, max(low, delay * 2))
