@@ -84,7 +84,7 @@ class Backend(abc.ABC):
             return 0
         pushes, counts = fan_out(members)
         stored = await self.push(pushes)
-        return sum(count for ok, count in zip(stored, counts) if not ok)
+        return sum(count for ok, count in zip(stored, counts, strict=True) if not ok)
 
     @abc.abstractmethod
     async def flush(self) -> None:

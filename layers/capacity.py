@@ -21,7 +21,9 @@ class CapacityRules:
         self.default = _check_capacity("capacity", default)
         self._rules: list[tuple[re.Pattern[str], int]] = []
         for pattern, capacity in (patterns or {}).items():
-            self._rules.append((_compile(pattern), _check_capacity(f"channel_capacity[{pattern!r}]", capacity)))
+            self._rules.append(
+                (_compile(pattern), _check_capacity(f"channel_capacity[{pattern!r}]", capacity))
+            )
         self.lookup = lru_cache(maxsize=4096)(self._lookup)
 
     def _lookup(self, name: str) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -39,8 +40,8 @@ class BaseChannelLayer(abc.ABC):
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
-    ChannelFull: ClassVar[type[Exception]] = ChannelFull
-    MessageTooLarge: ClassVar[type[Exception]] = MessageTooLarge
+    ChannelFull: ClassVar[type[ChannelFull]] = ChannelFull
+    MessageTooLarge: ClassVar[type[MessageTooLarge]] = MessageTooLarge
 
     #: What the conformance suite may assume about this layer (see ``spec.Knobs``).
     spec_knobs: ClassVar[dict[str, Any]] = {}
@@ -340,7 +341,7 @@ class _LoopState:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), stored in zip(batch, results):
+        for (_, future), stored in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(stored)
 
@@ -398,8 +399,13 @@ class _LoopState:
                     items = await self.backend.pop(queue, limit, self.layer.poll_timeout)
                 except Exception as exc:
                     delay = _next_delay(delay, self.layer.retry_delays)
-                    log.warning("receive from %r failed (%s: %s); retrying in %.2fs", queue,
-                                type(exc).__name__, exc, delay)
+                    log.warning(
+                        "receive from %r failed (%s: %s); retrying in %.2fs",
+                        queue,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
                     await asyncio.sleep(delay)
                     continue
                 delay = 0.0
@@ -426,10 +432,8 @@ class _LoopState:
         for reader in readers:
             reader.cancel()
         for task in readers + list(self._flushes):
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         closed = LayerError("the channel layer was closed while receive() was waiting")
         for waiters in self.waiters.values():
             for future in waiters:

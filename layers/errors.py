@@ -23,8 +23,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    _ChannelsFull = Exception
-    _ChannelsTooLarge = Exception
+
+    class _ChannelsFull(Exception): ...
+
+    class _ChannelsTooLarge(Exception): ...
+
 else:
     try:  # Channels is optional; when present our errors are also its errors.
         from channels.exceptions import ChannelFull as _ChannelsFull

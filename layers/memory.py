@@ -163,6 +163,7 @@ class InMemoryChannelLayer(BackendChannelLayer):
 
     def local_state_size(self) -> dict[str, int]:
         sizes = super().local_state_size()
-        sizes.update(queues=len(self._store.queues), groups=len(self._store.groups),
-                     poppers=len(self._store.poppers))
+        sizes.update(
+            queues=len(self._store.queues), groups=len(self._store.groups), poppers=len(self._store.poppers)
+        )
         return sizes

@@ -84,7 +84,7 @@ class EncryptedSerializer:
         self._fernet = MultiFernet([Fernet(_derive_key(key)) for key in key_list])
 
     def dumps(self, message: Message) -> bytes:
-        return self._fernet.encrypt(self._inner.dumps(message))  # type: ignore[no-any-return]
+        return self._fernet.encrypt(self._inner.dumps(message))
 
     def loads(self, data: bytes) -> Message:
         return self._inner.loads(self._fernet.decrypt(data))

@@ -53,14 +53,18 @@ def known_schemes() -> dict[str, str]:
 def from_url(url: str, **overrides: Any) -> BaseChannelLayer:
     """Build a layer from a URL: ``memory://``, ``redis://host:6379/0?capacity=500``, ``postgresql://...``."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"a layer URL looks like 'scheme://...', not {url!r}; known schemes: "
-                          f"{', '.join(sorted(known_schemes()))}")
+        raise ConfigError(
+            f"a layer URL looks like 'scheme://...', not {url!r}; known schemes: "
+            f"{', '.join(sorted(known_schemes()))}"
+        )
     scheme = url.split("://", 1)[0].lower()
     schemes = known_schemes()
     if scheme not in schemes:
         close = difflib.get_close_matches(scheme, schemes, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"unknown layer URL scheme {scheme!r}{hint}; known schemes: {', '.join(sorted(schemes))}")
+        raise ConfigError(
+            f"unknown layer URL scheme {scheme!r}{hint}; known schemes: {', '.join(sorted(schemes))}"
+        )
     extra = _BUILTIN.get(scheme, (None, None))[1]
     cls = _import(schemes[scheme], extra)
     if not (isinstance(cls, type) and issubclass(cls, BaseChannelLayer)):
@@ -101,7 +105,9 @@ def _build(alias: str) -> Any:
     django_layers = _django_channel_layers()
     if django_layers is not None:
         if alias not in django_layers:
-            raise ConfigError(f"no channel layer {alias!r} in CHANNEL_LAYERS (have: {', '.join(django_layers)})")
+            raise ConfigError(
+                f"no channel layer {alias!r} in CHANNEL_LAYERS (have: {', '.join(django_layers)})"
+            )
         return from_config(django_layers[alias])
     return from_url(os.environ.get("CHANNEL_LAYER_URL") or "memory://")
 
