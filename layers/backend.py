@@ -43,6 +43,11 @@ class Backend(abc.ABC):
 
     #: The shortest expiry (seconds) the backend can enforce precisely; the conformance suite reads it.
     min_expiry: float = 0.0
+    #: Items to pop per round trip from a named channel.  None pops one per waiting receiver, so a process never
+    #: holds messages that a reader in another process could take; a backend without other processes can say more.
+    named_pop_limit: int | None = None
+    #: Whether the core should coalesce concurrent sends into one ``push`` call (one round trip).
+    coalesce_pushes: bool = True
 
     @abc.abstractmethod
     async def push(self, pushes: Sequence[Push]) -> list[bool]:

@@ -311,7 +311,7 @@ class _LoopState:
         self.waiting: dict[str, int] = {}  # queue -> receivers waiting on its channels
         self._pending: list[tuple[Push, asyncio.Future[bool]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
-        self._coalesce = getattr(backend, "coalesce_pushes", True)
+        self._coalesce = backend.coalesce_pushes
 
     # -- sends: concurrent pushes made in one loop iteration go to the backend as one call ------------------
 
@@ -394,7 +394,7 @@ class _LoopState:
         delay = 0.0
         try:
             while self.waiting.get(queue):
-                limit = self.waiting[queue] if named else self.layer.receive_batch
+                limit = (self.backend.named_pop_limit or self.waiting[queue]) if named else self.layer.receive_batch
                 try:
                     items = await self.backend.pop(queue, limit, self.layer.poll_timeout)
                 except Exception as exc:

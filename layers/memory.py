@@ -101,6 +101,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 class _MemoryBackend(Backend):
     coalesce_pushes = False  # a push costs no round trip, so batching would only add latency
+    named_pop_limit = 100  # no other process can read these queues
 
     def __init__(self, store: _Store) -> None:
         self.store = store

@@ -1,0 +1,168 @@
+"""``layers bench``: run workloads against targets in alternating rounds, show progress, a table, JSON, a plot."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .bench import DEFAULT_WORKLOADS, WORKLOADS, Result, Target, make_target, run_workload
+from .errors import ConfigError
+
+__all__ = ["best_results", "run_cli", "run_rounds"]
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        from rich.console import Console
+    except ImportError:
+        raise ConfigError("layers bench needs 'rich': pip install 'channel-layers[cli]'") from None
+    workloads = _pick_workloads(args.workload)
+    targets = [make_target(args.url), *(make_target(spec) for spec in args.vs)]
+    console = Console()
+    results = run_rounds(targets, workloads, args.messages, args.rounds, console)
+    best = best_results(results)
+    console.print(render_table(best, targets, workloads))
+    if args.json:
+        _write_json(args.json, best, results, args)
+        console.print(f"JSON written to {args.json}")
+    if args.plot:
+        plot(best, targets, workloads, args.plot)
+        console.print(f"plot written to {args.plot}")
+    return 1 if any(r.error for r in best if r.target == targets[0].name) else 0
+
+
+def _pick_workloads(names: Sequence[str]) -> list[str]:
+    if not names:
+        return list(DEFAULT_WORKLOADS)
+    if "all" in names:
+        return list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        raise ConfigError(f"unknown workload(s) {', '.join(unknown)}; known: {', '.join(WORKLOADS)}")
+    return list(names)
+
+
+def run_rounds(targets: Sequence[Target], workloads: Sequence[str], count: int, rounds: int,
+               console: Any = None) -> list[Result]:
+    """Run every (workload, target) ``rounds`` times, alternating targets so noise hits them alike."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    jobs = [(r, w, t) for r in range(rounds) for w in workloads for t in targets]
+    results: list[Result] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("benchmarking", total=len(jobs))
+        for round_no, workload, target in jobs:
+            progress.update(task, description=f"round {round_no + 1}/{rounds} {workload} on {target.name}")
+            results.append(asyncio.run(_timed(workload, target, count)))
+            progress.advance(task)
+    return results
+
+
+async def _timed(workload: str, target: Target, count: int) -> Result:
+    try:
+        return await asyncio.wait_for(run_workload(workload, target, count), timeout=max(60.0, count / 50))
+    except asyncio.TimeoutError:
+        return Result(workload, target.name, error="timed out (the layer hung or was far too slow)")
+
+
+def best_results(results: Sequence[Result]) -> list[Result]:
+    """The fastest successful round per (workload, target); a target that never succeeded keeps its error."""
+    best: dict[tuple[str, str], Result] = {}
+    for result in results:
+        key = (result.workload, result.target)
+        current = best.get(key)
+        if current is None or (current.error and not result.error) or result.rate > current.rate:
+            best[key] = result
+    return list(best.values())
+
+
+def render_table(best: Sequence[Result], targets: Sequence[Target], workloads: Sequence[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="throughput (msgs/s; deliveries/s for group workloads); best of the rounds")
+    table.add_column("workload")
+    for target in targets:
+        table.add_column(target.name, justify="right")
+    if len(targets) > 1:
+        table.add_column(f"{targets[0].name} / peer", justify="right")
+    by_key = {(r.workload, r.target): r for r in best}
+    for workload in workloads:
+        row = [workload]
+        cells = [by_key.get((workload, t.name)) for t in targets]
+        row += [_cell(r) for r in cells]
+        if len(targets) > 1:
+            row.append(_ratios(cells))
+        table.add_row(*row)
+    return table
+
+
+def _cell(result: Result | None) -> str:
+    if result is None:
+        return "-"
+    if result.error:
+        return f"[red]fails: {result.error[:60]}[/red]"
+    return f"{result.rate:,.0f}"
+
+
+def _ratios(cells: Sequence[Result | None]) -> str:
+    ours = cells[0]
+    parts = []
+    for peer in cells[1:]:
+        if ours is None or peer is None or ours.error or peer.error or not peer.rate:
+            parts.append("n/a")
+        else:
+            parts.append(f"{ours.rate / peer.rate:.2f}x")
+    return " / ".join(parts)
+
+
+def environment() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("channel-layers", "msgpack", "redis", "psycopg", "pika", "channels", "channels-redis",
+                    "channels-postgres", "channels-rabbitmq"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    import os
+
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}",
+            "versions": versions}
+
+
+def _write_json(path: str, best: Sequence[Result], results: Sequence[Result], args: argparse.Namespace) -> None:
+    payload = {"environment": environment(), "messages": args.messages, "rounds": args.rounds,
+               "best": [r.as_dict() for r in best], "all": [r.as_dict() for r in results]}
+    with open(path, "w") as file:
+        json.dump(payload, file, indent=2)
+
+
+def plot(best: Sequence[Result], targets: Sequence[Target], workloads: Sequence[str], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib: pip install matplotlib") from None
+    by_key = {(r.workload, r.target): r.rate for r in best}
+    width = 0.8 / len(targets)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(workloads)), 4.5))
+    for index, target in enumerate(targets):
+        xs = [w + index * width for w in range(len(workloads))]
+        ax.bar(xs, [by_key.get((w, target.name), 0) for w in workloads], width, label=target.name)
+    ax.set_xticks([w + width * (len(targets) - 1) / 2 for w in range(len(workloads))], workloads)
+    ax.set_ylabel("messages (deliveries) per second")
+    ax.set_title("channel-layers throughput (best round); a missing bar is a failing run")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
