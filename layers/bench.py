@@ -8,6 +8,7 @@ pytest-benchmark suite and the backend comparison scripts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -187,10 +188,8 @@ async def _close(layer: Layer) -> None:
     for method in ("flush", "close"):
         call = getattr(layer, method, None)
         if call is not None:
-            try:
+            with contextlib.suppress(Exception):  # a peer without flush/close, or already broken
                 await asyncio.wait_for(call(), 10)
-            except Exception:  # a peer without flush/close support or already broken
-                pass
 
 
 def _sr(named: bool, producers: int = 1, size: int = 0) -> Callable[[str], Workload]:

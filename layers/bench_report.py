@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import time
@@ -127,10 +128,8 @@ def environment() -> dict[str, Any]:
     versions = {}
     for package in ("channel-layers", "msgpack", "redis", "psycopg", "pika", "channels", "channels-redis",
                     "channels-postgres", "channels-rabbitmq"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
     import os
 
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "python": platform.python_version(),

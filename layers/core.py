@@ -72,9 +72,12 @@ class BaseChannelLayer(abc.ABC):
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> BaseChannelLayer:
         """Build the layer from a URL whose query string carries options (``?capacity=500&expiry=30``)."""
+        from urllib.parse import parse_qsl, urlsplit
+
         from .settings import split_url
 
-        _, options = split_url(url)
+        rest, options = split_url(url)
+        options.update(parse_qsl(urlsplit(rest).query))  # unknown options reach __init__, which refuses them
         return cls(**{**options, **overrides})
 
     @abc.abstractmethod

@@ -72,7 +72,7 @@ class EncryptedSerializer:
 
     def __init__(self, inner: Serializer, keys: Iterable[str | bytes]) -> None:
         try:
-            from cryptography.fernet import Fernet, MultiFernet
+            from cryptography.fernet import Fernet, InvalidToken, MultiFernet
         except ImportError as exc:
             raise ConfigError(
                 "symmetric_encryption_keys needs the 'cryptography' package: pip install 'channel-layers[crypto]'"
@@ -82,12 +82,17 @@ class EncryptedSerializer:
             raise ConfigError("symmetric_encryption_keys must be a non-empty list of keys")
         self._inner = inner
         self._fernet = MultiFernet([Fernet(_derive_key(key)) for key in key_list])
+        self._invalid_token = InvalidToken
 
     def dumps(self, message: Message) -> bytes:
         return self._fernet.encrypt(self._inner.dumps(message))
 
     def loads(self, data: bytes) -> Message:
-        return self._inner.loads(self._fernet.decrypt(data))
+        try:
+            plain = self._fernet.decrypt(bytes(data))
+        except self._invalid_token:
+            raise ValueError("message is not encrypted with any of this layer's symmetric_encryption_keys") from None
+        return self._inner.loads(plain)
 
 
 def _derive_key(key: str | bytes) -> bytes:
