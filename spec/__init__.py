@@ -1,0 +1,1 @@
+"""The channel-layer specification (``SPEC.md``) and its conformance suite."""
