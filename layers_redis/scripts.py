@@ -1,0 +1,81 @@
+"""The Lua scripts that make each operation one atomic server call, and how items are framed in a queue.
+
+A queue is a Redis list.  Each element is the item prefixed by its deadline in milliseconds as 15 ASCII digits, so
+a script can drop expired items from the head without decoding the item.  Deadlines in one queue only grow when
+every writer uses the same ``expiry`` (the usual case), so expired items are always at the head and never count
+toward capacity.  If layers with *different* expiries share a queue, an item with a shorter expiry behind one with
+a longer expiry keeps counting toward capacity until it reaches the head (capacity errs on the full side; the item
+itself is still never delivered after its deadline, because the reader checks it again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+__all__ = ["GROUP_ADD", "GROUP_MEMBERS", "HEADER", "POP", "PUSH", "Script", "frame", "unframe"]
+
+HEADER = 15  # digits of the deadline (ms) in front of every element
+
+
+def frame(deadline: float, item: bytes) -> bytes:
+    return b"%015d" % int(deadline * 1000) + item
+
+
+def unframe(element: bytes) -> bytes:
+    return element[HEADER:]
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+# Drops expired elements from the head of KEYS[1] (ARGV[1] is "now" in ms).  Shared by PUSH and POP.
+_TRIM = """
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+local head = redis.call('LINDEX', key, 0)
+while head and tonumber(string.sub(head, 1, 15)) < now do
+  redis.call('LPOP', key)
+  head = redis.call('LINDEX', key, 0)
+end
+"""
+
+# KEYS[1] queue; ARGV: now ms, capacity, framed element, key TTL ms.  Returns 1 if stored, 0 if full.
+# The TTL only ever grows, so the key outlives its newest item and then vanishes by itself if nobody reads it.
+PUSH = Script("push", _TRIM + """
+if redis.call('LLEN', key) >= tonumber(ARGV[2]) then return 0 end
+redis.call('RPUSH', key, ARGV[3])
+local ttl = tonumber(ARGV[4])
+if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+return 1
+""")
+
+# KEYS[1] queue; ARGV: now ms, limit.  Returns up to ``limit`` unexpired elements from the head, removed.
+POP = Script("pop", _TRIM + """
+if not head then return {} end
+local n = tonumber(ARGV[2])
+local items = redis.call('LRANGE', key, 0, n - 1)
+redis.call('LTRIM', key, n, -1)
+return items
+""")
+
+# KEYS[1] group zset (member -> membership deadline ms); ARGV: channel, deadline ms, key TTL ms.
+GROUP_ADD = Script("group_add", """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local ttl = tonumber(ARGV[3])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+""")
+
+# KEYS[1] group zset; ARGV[1] now ms.  Forgets lapsed members, returns the live ones.
+GROUP_MEMBERS = Script("group_members", """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+""")
