@@ -26,6 +26,14 @@ class CapacityRules:
             )
         self.lookup = lru_cache(maxsize=4096)(self._lookup)
 
+    @property
+    def uniform(self) -> bool:
+        """True when every queue gets the default capacity (no ``channel_capacity`` patterns).
+
+        A backend that fans a group message out on its server can then apply one capacity to every member.
+        """
+        return not self._rules
+
     def _lookup(self, name: str) -> int:
         for regex, capacity in self._rules:
             if regex.match(name):

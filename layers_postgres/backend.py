@@ -1,0 +1,323 @@
+"""The PostgreSQL :class:`~layers.backend.Backend`: a message table, a connection pool and a LISTEN connection.
+
+Every call is one statement (a function of :mod:`layers_postgres.schema`), prepared once per connection, so a
+coalesced batch of sends, a pop of many items or a whole group fan-out costs one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import struct
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool
+
+from layers.backend import Backend, FanOut, Push
+from layers.core import GroupFanOut
+from layers.errors import BackendUnavailable
+from layers.settings import redact_url
+
+from .listener import Listener
+from .schema import VERSION, Names, create_sql
+
+__all__ = ["PostgresBackend", "PostgresConfig"]
+
+log = logging.getLogger("layers.postgres")
+
+T = TypeVar("T")
+Conn = psycopg.AsyncConnection[Any]
+
+# Errors that mean "the server or the connection is not there" (PoolTimeout is an OperationalError too).
+_UNAVAILABLE = (psycopg.OperationalError, OSError, asyncio.TimeoutError)
+# Errors that mean "our tables or functions are gone" (dropped by hand or by a test): recreate and retry once.
+_MISSING = (pg_errors.UndefinedTable, pg_errors.UndefinedFunction, pg_errors.InvalidSchemaName)
+# Races between processes creating the same objects at once.
+_CREATE_RACES = (pg_errors.UniqueViolation, pg_errors.DuplicateObject, pg_errors.DuplicateTable,
+                 pg_errors.DuplicateSchema, pg_errors.DuplicateFunction)
+
+
+@dataclass
+class PostgresConfig:
+    """What every backend of one layer shares (the layer builds it once)."""
+
+    dsn: str
+    listen_dsn: str
+    names: Names
+    durable: bool
+    min_pool_size: int
+    max_pool_size: int
+    timeout: float
+    prepared_statements: bool
+    sweep_every: float
+    connect_kwargs: dict[str, Any] = field(default_factory=dict)
+    schema_ready: bool = False  # set once the tables are known to exist at the current VERSION
+
+
+class PostgresBackend(Backend):
+    min_expiry = 0.5
+
+    #: Seconds between looks at the table while the LISTEN connection is down.
+    poll_interval: float = 0.5
+
+    def __init__(self, config: PostgresConfig) -> None:
+        self.config = config
+        self.names = config.names
+        self._pool: AsyncConnectionPool[Conn] | None = None
+        self._conns: weakref.WeakSet[Conn] = weakref.WeakSet()
+        self._ready_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._next_sweep = time.time() + self._sweep_delay()
+        self.listener = Listener(self._listen_connect, self.names.channel, config.timeout)
+        n = self.names
+        self._sql_store = f"SELECT {n.obj('_store')}(%s::text[], %s::bytea[], %s::int[], %s::float8[], %s)"
+        self._sql_pop = f"SELECT * FROM {n.obj('_pop')}(%s, %s, %s)"
+        self._sql_group_push = f"SELECT {n.obj('_group_push')}(%s, %s, %s, %s, %s, %s, %s)"
+        self._sql_sweep = f"SELECT {n.obj('_sweep')}(%s, %s)"
+        self._sql_flush = f"SELECT {n.obj('_flush')}()"
+        self._sql_group_add = (f"INSERT INTO {n.grp} (grp, channel, deadline) VALUES (%s, %s, %s) "
+                               "ON CONFLICT (grp, channel) DO UPDATE SET deadline = excluded.deadline")
+        self._sql_group_discard = f"DELETE FROM {n.grp} WHERE grp = %s AND channel = %s"
+        self._sql_group_members = (f"SELECT channel FROM {n.grp} WHERE grp = %s AND deadline >= %s "
+                                   "ORDER BY channel")
+
+    # -- the contract --------------------------------------------------------------------------------------
+
+    async def push(self, pushes: Sequence[Push]) -> list[bool]:
+        if not pushes:
+            return []
+        self._maybe_sweep()
+        args = ([p.queue for p in pushes], [p.item for p in pushes], [p.capacity for p in pushes],
+                [p.deadline for p in pushes], time.time())
+        return list(await self._fetch_one(self._sql_store, args))
+
+    async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+        self._maybe_sweep()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        wake = self.listener.subscribe(queue)
+        try:
+            while True:
+                wake.clear()  # before the claim: a NOTIFY for anything the claim misses sets it again
+                items = await self._claim(queue, limit)
+                remaining = end - loop.time()
+                if items or remaining <= 0:
+                    return items
+                if not self.listener.ready.is_set():
+                    remaining = min(remaining, self.poll_interval)  # no wake-ups while it reconnects: poll
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wake.wait(), remaining)
+        finally:
+            self.listener.unsubscribe(queue, wake)
+
+    async def _claim(self, queue: str, limit: int) -> list[bytes]:
+        async def run(conn: Conn) -> list[bytes]:
+            async with conn.cursor(binary=True) as cur:
+                await cur.execute(self._sql_pop, (queue, limit, time.time()))
+                return [row[0] for row in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def group_add(self, group: str, channel: str, deadline: float) -> None:
+        await self._execute(self._sql_group_add, (group, channel, deadline))
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await self._execute(self._sql_group_discard, (group, channel))
+
+    async def group_members(self, group: str) -> list[str]:
+        async def run(conn: Conn) -> list[str]:
+            cur = await conn.execute(self._sql_group_members, (group, time.time()))
+            return [row[0] for row in await cur.fetchall()]
+
+        return await self._run(run)
+
+    async def group_push(self, group: str, fan_out: FanOut) -> int:
+        pieces = _server_side_pieces(fan_out)
+        if pieces is None:  # per-pattern capacities or an unknown item layout: members, then one push
+            return await super().group_push(group, fan_out)
+        assert isinstance(fan_out, GroupFanOut)
+        named, head, payload = pieces
+        args = (group, time.time(), fan_out.rules.default, fan_out.deadline, named, head, payload)
+        return int(await self._fetch_one(self._sql_group_push, args))
+
+    async def flush(self) -> None:
+        await self._execute(self._sql_flush, ())
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.listener.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await pool.close(timeout=1.0)
+
+    def abandon(self) -> None:
+        self.listener.abandon()
+        self._pool = None
+        for conn in list(self._conns):
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
+        self._conns.clear()
+
+    # -- running statements --------------------------------------------------------------------------------
+
+    async def _execute(self, sql: str, args: Sequence[Any]) -> None:
+        async def run(conn: Conn) -> None:
+            await conn.execute(sql, args)
+
+        await self._run(run)
+
+    async def _fetch_one(self, sql: str, args: Sequence[Any]) -> Any:
+        async def run(conn: Conn) -> Any:
+            cur = await conn.execute(sql, args)
+            row = await cur.fetchone()
+            assert row is not None
+            return row[0]
+
+        return await self._run(run)
+
+    async def _run(self, op: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``op`` on a pooled connection within the layer's timeout, creating the tables on first use."""
+        for attempt in (1, 2):
+            try:
+                pool = await self._ready()
+                return await asyncio.wait_for(self._on_connection(pool, op), self.config.timeout)
+            except _MISSING:
+                if attempt == 2:
+                    raise
+                self.config.schema_ready = False  # someone dropped our objects: create them again
+            except _UNAVAILABLE as exc:
+                self._check_pool_soon()
+                raise BackendUnavailable(
+                    f"PostgreSQL at {redact_url(self.config.dsn)} is unavailable: {type(exc).__name__}: {exc}"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    async def _on_connection(pool: AsyncConnectionPool[Conn], op: Callable[[Conn], Awaitable[T]]) -> T:
+        async with pool.connection() as conn:
+            return await op(conn)
+
+    async def _ready(self) -> AsyncConnectionPool[Conn]:
+        if self._pool is not None and self.config.schema_ready:
+            return self._pool
+        async with self._ready_lock:
+            if self._pool is None:
+                self._pool = await self._open_pool()
+            if not self.config.schema_ready:
+                await asyncio.wait_for(self._on_connection(self._pool, self._ensure_schema), self.config.timeout)
+                self.config.schema_ready = True
+            return self._pool
+
+    async def _open_pool(self) -> AsyncConnectionPool[Conn]:
+        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+            self.config.dsn, open=False, min_size=self.config.min_pool_size,
+            max_size=self.config.max_pool_size, timeout=self.config.timeout, kwargs=self._conn_kwargs(),
+            configure=self._track, name=f"layers-{self.names.prefix}")
+        await pool.open(wait=False)
+        return pool
+
+    def _conn_kwargs(self) -> dict[str, Any]:
+        # prepare_threshold=0 prepares every statement on first use; None never prepares (old PgBouncers).
+        threshold = 0 if self.config.prepared_statements else None
+        return {**self.config.connect_kwargs, "autocommit": True, "prepare_threshold": threshold}
+
+    async def _track(self, conn: Conn) -> None:
+        self._conns.add(conn)  # so abandon() can close sockets without the (closed) event loop
+
+    async def _listen_connect(self) -> Conn:
+        conn = await psycopg.AsyncConnection.connect(self.config.listen_dsn, **self._conn_kwargs())
+        self._conns.add(conn)
+        return conn
+
+    async def _ensure_schema(self, conn: Conn) -> None:
+        """Create the tables and functions unless they exist at this VERSION; safe when many processes start."""
+        if await _schema_version(conn, self.names) == VERSION:
+            return
+        for attempt in range(5):
+            try:
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.names.ddl_lock,))
+                    if await _schema_version(conn, self.names) != VERSION:
+                        await conn.execute(create_sql(self.names, self.config.durable).encode(), prepare=False)
+                return
+            except _CREATE_RACES:  # another layer (other prefix) created the same schema at the same moment
+                await asyncio.sleep(0.05 * (attempt + 1))
+        raise BackendUnavailable(f"could not create the tables of prefix {self.names.prefix!r}")
+
+    def _check_pool_soon(self) -> None:
+        """After a connection error, have the pool drop its other dead connections (server restarts)."""
+        if self._pool is not None:
+            self._spawn(self._pool.check())
+
+    # -- housekeeping --------------------------------------------------------------------------------------
+
+    def _sweep_delay(self) -> float:
+        return self.config.sweep_every * random.uniform(0.5, 1.5)  # jitter: processes do not sweep in step
+
+    def _maybe_sweep(self) -> None:
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_delay()
+            self._spawn(self._sweep(now))
+
+    async def _sweep(self, now: float) -> None:
+        try:
+            deleted = await self._fetch_one(self._sql_sweep, (now, self.config.sweep_every))
+        except Exception as exc:  # housekeeping never breaks a send or a receive
+            log.debug("sweep failed: %s: %s", type(exc).__name__, exc)
+        else:
+            if deleted and deleted > 0:
+                log.debug("swept %d expired item(s) under prefix %r", deleted, self.names.prefix)
+
+    def _spawn(self, call: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(call)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+async def _schema_version(conn: Conn, names: Names) -> int | None:
+    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (names.meta,))
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        return None
+    cur = await conn.execute(f"SELECT version FROM {names.meta} WHERE id = 1")
+    row = await cur.fetchone()
+    return int(row[0]) if row else None
+
+
+_layout_ok: bool | None = None  # whether the server can build bundle items (checked once against the core)
+
+
+def _server_side_pieces(fan_out: FanOut) -> tuple[bytes, bytes, bytes] | None:
+    """(named item, head, payload) for the server-side fan-out, or None when it cannot reproduce the core's items.
+
+    The server builds a bundle as ``head || int4(len(header)) || header || payload``; this is checked once against
+    :meth:`GroupFanOut.item_for`, so a change of the core's envelope falls back to the generic path.
+    """
+    global _layout_ok
+    if not isinstance(fan_out, GroupFanOut) or not fan_out.rules.uniform:
+        return None
+    named = fan_out.item_for(None)
+    tail = len(fan_out.payload) + 4 + len(_NIL)
+    head = named[: len(named) - tail]
+    if _layout_ok is None:
+        sample = ["a.b!c", "a.b!d"]
+        header = msgpack.packb(sample)
+        built = head + struct.pack(">i", len(header)) + header + fan_out.payload
+        _layout_ok = (built == fan_out.item_for(sample)
+                      and named == head + struct.pack(">i", len(_NIL)) + _NIL + fan_out.payload)
+    return (named, head, fan_out.payload) if _layout_ok else None
+
+
+_NIL = msgpack.packb(None)

@@ -1,0 +1,115 @@
+"""The LISTEN connection of one layer on one event loop: wake-ups for readers, watched and re-opened.
+
+NOTIFY is only a wake-up (the payload is a queue name; the items stay in the table), so a lost notification costs
+latency, never a message: whenever the connection is (re-)established every waiting reader is woken to look at
+the table again, which is how nothing is stranded after the connection dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from .schema import quote_ident
+
+__all__ = ["Listener"]
+
+log = logging.getLogger("layers.postgres")
+
+
+class Listener:
+    """One session connection that LISTENs on the layer's channel and wakes the readers of the named queues."""
+
+    #: Seconds without notifications after which the connection is probed (detects silently dead peers).
+    heartbeat: float = 15.0
+
+    def __init__(self, connect: Callable[[], Any], channel: str, timeout: float,
+                 backoff: tuple[float, float] = (0.05, 2.0)) -> None:
+        self._connect = connect
+        self._channel = channel
+        self._timeout = timeout
+        self._backoff = backoff
+        self._wakers: dict[str, set[asyncio.Event]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.ready = asyncio.Event()  # set while LISTEN is active
+        self.connects = 0  # how many times LISTEN was established (tests watch recoveries)
+
+    def subscribe(self, queue: str) -> asyncio.Event:
+        event = asyncio.Event()
+        self._wakers.setdefault(queue, set()).add(event)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="layers-postgres-listener")
+        return event
+
+    def unsubscribe(self, queue: str, event: asyncio.Event) -> None:
+        events = self._wakers.get(queue)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._wakers[queue]
+
+    async def _run(self) -> None:
+        delay = 0.0
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.ready.clear()
+                await self._drop()
+                delay = min(self._backoff[1], max(self._backoff[0], delay * 2))
+                log.warning("LISTEN connection lost (%s: %s); reconnecting in %.2fs", type(exc).__name__, exc, delay)
+                self._wake_all()  # readers fall back to polling the table until we are back
+                await asyncio.sleep(delay)
+            else:
+                delay = 0.0
+
+    async def _listen(self) -> None:
+        self.conn = conn = await asyncio.wait_for(self._connect(), self._timeout)
+        await asyncio.wait_for(conn.execute(f"LISTEN {quote_ident(self._channel)}"), self._timeout)
+        self.connects += 1
+        self.ready.set()
+        self._wake_all()  # catch up: anything stored while we were not listening is in the table
+        while True:
+            async for notify in conn.notifies(timeout=self.heartbeat):
+                self._wake(notify.payload)
+            await asyncio.wait_for(conn.execute("SELECT 1"), self._timeout)  # quiet for a while: still alive?
+
+    def _wake(self, queue: str) -> None:
+        for event in self._wakers.get(queue, ()):
+            event.set()
+
+    def _wake_all(self) -> None:
+        for events in self._wakers.values():
+            for event in events:
+                event.set()
+
+    async def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1.0)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.ready.clear()
+        await self._drop()
+
+    def abandon(self) -> None:
+        """Close the socket without awaiting (the loop this listener ran on is closed)."""
+        conn, self.conn = self.conn, None
+        self._task = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.pgconn.finish()
