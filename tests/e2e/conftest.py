@@ -1,0 +1,40 @@
+"""End-to-end tests: the ``e2e`` marker and a summary of the measured delivery times at the end of the run."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import pytest
+
+REPORT_KEY = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: starts real ASGI servers and a worker on a real channel layer")
+    config.stash[REPORT_KEY] = []
+
+
+@pytest.fixture
+def e2e_report(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """Where a test records a measurement; the session prints them all (and writes $LAYERS_E2E_REPORT)."""
+    return request.config.stash[REPORT_KEY]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    rows = config.stash.get(REPORT_KEY, [])
+    if not rows:
+        return
+    terminalreporter.section("end-to-end delivery (Django Channels chat example)")
+    for row in rows:
+        terminalreporter.write_line(
+            f"{row['backend']:<11} {row['clients']} clients x {row['messages']} messages "
+            f"({row['deliveries']} deliveries): all delivered in {row['seconds']:.2f}s "
+            f"(median client done at {row['median_client_seconds']:.2f}s, "
+            f"{row['deliveries'] / row['seconds']:.0f} deliveries/s)"
+        )
+    path = os.environ.get("LAYERS_E2E_REPORT")
+    if path:
+        with open(path, "w") as out:
+            json.dump(rows, out, indent=2)
