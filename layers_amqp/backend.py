@@ -1,0 +1,434 @@
+"""The AMQP :class:`~layers.backend.Backend`: queues with length limits, publisher confirms, group bindings.
+
+* ``push``: publish every item to its channel queue (default exchange, ``mandatory``) and await the confirms
+  together.  A nack means the queue is at its ``x-max-length`` (``reject-publish``): the push was refused.  A
+  return means the queue does not exist (expired, or flushed by another process): re-declare and publish again.
+* ``pop`` of a process queue: an auto-ack consumer feeds a local deque while the core's reader keeps asking; it
+  is cancelled when the reader stops, so an idle process lets messages wait (and count) on the broker.
+* ``pop`` of a named channel: ``basic.get`` (auto-ack) takes messages one by one, so a message is never held by
+  a process that does not want it; while the queue is empty a prefetch-1, manual-ack consumer only rings a
+  doorbell (it cancels itself and rejects the delivery back to the queue, then ``basic.get`` races for it).
+* groups: see :mod:`layers_amqp.groups` (process channels) and :meth:`Topology.member_args` (named channels).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pika import spec
+
+from layers.backend import Backend, FanOut, Push
+from layers.core import GroupFanOut
+from layers.errors import BackendUnavailable
+from layers.names import process_part
+
+from .connection import ChannelError, Link
+from .groups import ADD, DISCARD, RECORD_TYPE, Directory, pack_record, record_ttl_ms
+from .topology import GROUP_EXCHANGE, Topology
+
+__all__ = ["AMQPBackend"]
+
+log = logging.getLogger("layers.amqp")
+
+#: A process-queue consumer is cancelled when no pop came for this long (the core's reader stopped).
+IDLE_GRACE = 0.5
+
+
+@dataclass
+class _Subscription:
+    """The consumer of one process queue (and of its side queue for overflowed membership records)."""
+
+    queue: str
+    items: deque[bytes] = field(default_factory=deque)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    tags: list[str] = field(default_factory=list)
+    generation: int = -1  # Link.ctl_generation the consumers were created in
+    popping: int = 0
+    idle_timer: asyncio.TimerHandle | None = None
+
+
+class AMQPBackend(Backend):
+    min_expiry = 1.0
+
+    def __init__(self, link: Link, topology: Topology, capacity_for: Callable[[str], int],
+                 directory: Directory) -> None:
+        self.link = link
+        self.top = topology
+        self.capacity_for = capacity_for
+        self.directory = directory
+        self._declared: dict[str, float] = {}  # AMQP queue -> monotonic time of our last declare
+        self._registered: dict[str, float] = {}  # AMQP queue -> monotonic time of its last registry record
+        self._generation = 0  # Link.generation the caches above belong to
+        self._subs: dict[str, _Subscription] = {}
+        self._doorbells: dict[str, asyncio.Future[None]] = {}
+        self._bound_generation = 0
+        self._keepalive: asyncio.Task[None] | None = None
+        self._warned: set[str] = set()
+        link.on_lost = self._on_lost
+        link.on_cancelled = self._on_cancelled
+
+    # -- push ------------------------------------------------------------------------------------------------
+
+    async def push(self, pushes: Sequence[Push]) -> list[bool]:
+        results: list[bool] = [False] * len(pushes)
+        todo = list(range(len(pushes)))
+        for _ in range(3):
+            await self.link.ready()
+            await self._ensure_channels({pushes[i].queue: pushes[i].capacity for i in todo})
+            now = time.time()
+            futures = [self.link.publish("", self.top.queue(pushes[i].queue), pushes[i].item,
+                                         _ttl(pushes[i].deadline, now), True) for i in todo]
+            outcomes = await self._confirmed(futures)
+            missing = []
+            for i, outcome in zip(todo, outcomes, strict=True):
+                if outcome is None:  # the queue vanished since we declared it
+                    missing.append(i)
+                    self._declared.pop(self.top.queue(pushes[i].queue), None)
+                else:
+                    results[i] = outcome
+            if not missing:
+                return results
+            todo = missing
+        raise BackendUnavailable("AMQP queues keep disappearing while publishing (flushed concurrently?)")
+
+    async def _confirmed(self, futures: Sequence[asyncio.Future[bool | None]]) -> list[bool | None]:
+        try:
+            return await asyncio.wait_for(asyncio.gather(*futures), self.link.timeout)
+        except asyncio.TimeoutError:
+            raise BackendUnavailable(f"AMQP broker {self.link.where} did not confirm within "
+                                     f"{self.link.timeout}s") from None
+
+    # -- declarations ------------------------------------------------------------------------------------------
+
+    def _sync_caches(self) -> None:
+        if self._generation != self.link.generation:  # new connection: the broker may have lost its queues
+            self._generation = self.link.generation
+            self._declared.clear()
+            self._registered.clear()
+
+    async def _ensure_channels(self, capacities: dict[str, int]) -> None:
+        self._sync_caches()
+        now = time.monotonic()
+        for queue, capacity in capacities.items():
+            name = self.top.queue(queue)
+            last = self._declared.get(name)
+            if last is None or now - last > self._refresh_after(queue):
+                await self._declare(name, self.top.channel_args(queue, capacity))
+
+    def _refresh_after(self, queue: str) -> float:
+        """Re-declare (which renews ``x-expires``) well before an unused queue could expire."""
+        expires = self.top.process_expires_ms if "!" in queue else self.top.named_expires_ms
+        return expires / 2000
+
+    async def _declare(self, name: str, arguments: dict[str, Any]) -> None:
+        """Declare a queue; if it exists with other arguments (another layer's capacity or expiry settings), use
+        it as it is: queue arguments are fixed when a queue is created, so the first declarer's limits win."""
+        try:
+            await self.link.declare(name, arguments)
+        except ChannelError as exc:
+            if exc.code != 406:
+                raise BackendUnavailable(f"declaring AMQP queue {name!r} failed: {exc}") from exc
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("AMQP queue %r exists with other arguments than %r (%s); using it as it is",
+                            name, arguments, exc)
+            try:
+                await self.link.declare(name, None, passive=True)
+            except ChannelError as again:
+                raise BackendUnavailable(f"AMQP queue {name!r} vanished while declaring it: {again}") from again
+        self._declared[name] = time.monotonic()
+        await self._register(name)
+
+    async def _register(self, name: str) -> None:
+        """Record ``name`` in the prefix's registry queue so ``flush`` can find it (AMQP cannot list queues)."""
+        now = time.monotonic()
+        last = self._registered.get(name)
+        if last is not None and now - last < self.top.registry_ttl_ms / 2000:
+            return
+        registry = self.top.registry
+        if registry not in self._registered:
+            await self._declare_plain(registry, self.top.registry_args())
+            self._registered[registry] = now
+        self.link.publish("", registry, name.encode(), None, False)  # confirm not awaited: best effort
+        self._registered[name] = now
+
+    async def _declare_plain(self, name: str, arguments: dict[str, Any]) -> None:
+        try:
+            await self.link.declare(name, arguments)
+        except ChannelError as exc:
+            if exc.code != 406:
+                raise BackendUnavailable(f"declaring AMQP queue {name!r} failed: {exc}") from exc
+            await self.link.declare(name, None, passive=True)
+
+    # -- pop: process queues -------------------------------------------------------------------------------
+
+    async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+        if "!" in queue:
+            return await self._pop_process(queue, limit, timeout)
+        return await self._pop_named(queue, limit, timeout)
+
+    async def _pop_process(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+        sub = self._subs.get(queue)
+        if sub is None:
+            sub = self._subs[queue] = _Subscription(queue)
+        sub.popping += 1
+        try:
+            if not sub.items:
+                if sub.generation != self.link.ctl_generation:
+                    await self._subscribe(sub)
+                if not sub.items:
+                    sub.arrived.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(sub.arrived.wait(), timeout)
+            return [sub.items.popleft() for _ in range(min(limit, len(sub.items)))]
+        finally:
+            sub.popping -= 1
+            if sub.idle_timer is not None:
+                sub.idle_timer.cancel()
+            sub.idle_timer = self.link.loop.call_later(IDLE_GRACE, self._maybe_idle, sub)
+
+    async def _subscribe(self, sub: _Subscription) -> None:
+        await self.link.ready()
+        self._cancel_consumers(sub)
+        generation = self.link.ctl_generation
+        name, side = self.top.queue(sub.queue), self.top.side_queue(sub.queue)
+        await self._ensure_channels({sub.queue: self.capacity_for(sub.queue)})
+        await self._ensure_side(sub.queue)
+        await self._rebind(sub.queue)
+
+        def on_message(_ch: Any, method: Any, props: spec.BasicProperties, body: bytes) -> None:
+            self._on_delivery(sub, method, props, body)
+
+        tags = [await self.link.consume(name, on_message), await self.link.consume(side, on_message)]
+        if generation != self.link.ctl_generation:  # the channel was lost while subscribing: retry next pop
+            return
+        sub.tags, sub.generation = tags, generation
+        if self._keepalive is None:
+            self._keepalive = self.link.loop.create_task(self._keep_alive(), name="layers-amqp-keepalive")
+
+    async def _ensure_side(self, queue: str) -> None:
+        side = self.top.side_queue(queue)
+        if side not in self._declared:
+            await self._declare(side, self.top.side_args())
+
+    def _on_delivery(self, sub: _Subscription, method: Any, props: spec.BasicProperties, body: bytes) -> None:
+        if props.type == RECORD_TYPE:
+            self.directory.apply(body)
+            return
+        if method.exchange == GROUP_EXCHANGE:
+            resolved = self.directory.resolve(method.routing_key, body)
+            if resolved is None:
+                return
+            body = resolved
+        sub.items.append(body)
+        sub.arrived.set()
+
+    def _maybe_idle(self, sub: _Subscription) -> None:
+        """Nobody popped for a while: stop the consumer so messages wait (and count) on the broker."""
+        sub.idle_timer = None
+        if not sub.popping and sub.tags:
+            self._cancel_consumers(sub)
+
+    def _cancel_consumers(self, sub: _Subscription) -> None:
+        for tag in sub.tags:
+            self.link.cancel(tag)
+        sub.tags, sub.generation = [], -1
+
+    async def _rebind(self, queue: str) -> None:
+        """After a (re)connection, re-bind the groups this process's members belong to (the broker may have
+        lost the queue and its bindings)."""
+        if self._bound_generation == self.link.generation:
+            return
+        for key in self.directory.live_groups():
+            await self.link.bind(self.top.queue(queue), GROUP_EXCHANGE, key)
+        self._bound_generation = self.link.generation
+
+    async def _keep_alive(self) -> None:
+        """Keep our process queues from expiring while this process lives, even when nobody receives."""
+        period = self.top.process_expires_ms / 3000
+        while True:
+            await asyncio.sleep(period)
+            for queue in list(self._subs):
+                try:
+                    await self._ensure_channels({queue: self.capacity_for(queue)})
+                    self._declared.pop(self.top.side_queue(queue), None)
+                    await self._ensure_side(queue)
+                except Exception as exc:  # the reader reconnects; try again next period
+                    log.debug("keep-alive of %r failed: %s", queue, exc)
+
+    # -- pop: named channels -------------------------------------------------------------------------------
+
+    async def _pop_named(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+        name = self.top.queue(queue)
+        give_up = time.monotonic() + timeout
+        while True:
+            await self.link.ready()
+            await self._ensure_channels({queue: self.capacity_for(queue)})
+            items: list[bytes] = []
+            while len(items) < limit:
+                body = await self.link.get(name)
+                if body is None:
+                    break
+                items.append(body)
+            remaining = give_up - time.monotonic()
+            if items or remaining <= 0:
+                return items
+            await self._wait_doorbell(name, remaining)
+
+    async def _wait_doorbell(self, name: str, timeout: float) -> None:
+        """Wait until ``name`` probably holds a message, without taking it (so any reader may get it)."""
+        rang: asyncio.Future[None] = self.link.loop.create_future()
+
+        def on_message(ch: Any, method: Any, _props: Any, _body: bytes) -> None:
+            if method.consumer_tag in ch.consumer_tags:  # first: the rejected message must not come back to us
+                ch.basic_cancel(method.consumer_tag)
+            ch.basic_reject(method.delivery_tag, requeue=True)
+            if not rang.done():
+                rang.set_result(None)
+
+        tag = await self.link.consume(name, on_message, auto_ack=False)
+        self._doorbells[tag] = rang
+        try:
+            await asyncio.wait_for(rang, timeout)
+        except asyncio.TimeoutError:
+            self.link.cancel(tag)
+        finally:
+            self._doorbells.pop(tag, None)
+
+    # -- consumer loss ----------------------------------------------------------------------------------------
+
+    def _on_lost(self) -> None:
+        for sub in self._subs.values():
+            sub.tags, sub.generation = [], -1
+            sub.arrived.set()  # wake pops so they re-subscribe
+        for rang in self._doorbells.values():
+            if not rang.done():
+                rang.set_result(None)
+
+    def _on_cancelled(self, tag: str) -> None:
+        """The broker cancelled a consumer: its queue was deleted (a flush, maybe by another process)."""
+        rang = self._doorbells.get(tag)
+        if rang is not None and not rang.done():
+            rang.set_result(None)
+        for sub in self._subs.values():
+            if tag in sub.tags:
+                self._cancel_consumers(sub)
+                self._declared.pop(self.top.queue(sub.queue), None)
+                self._declared.pop(self.top.side_queue(sub.queue), None)
+                self.directory.clear()  # the queue held our memberships (bindings): they went with it
+                sub.arrived.set()
+
+    # -- groups ----------------------------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str, deadline: float) -> None:
+        await self.link.ready()
+        proc = process_part(channel)
+        if proc is None:
+            await self._add_named_member(group, channel, deadline)
+            return
+        for _ in range(3):
+            await self._ensure_channels({proc: self.capacity_for(proc)})
+            await self.link.bind(self.top.queue(proc), GROUP_EXCHANGE, self.top.group_key(group))
+            if await self._record(proc, pack_record(ADD, self.top.group_key(group), channel, deadline), deadline):
+                return
+        raise BackendUnavailable(f"AMQP queue for {channel!r} keeps disappearing")
+
+    async def _record(self, proc: str, record: bytes, deadline: float) -> bool:
+        """Publish a membership record to the process queue; False if that queue does not exist."""
+        props = spec.BasicProperties(type=RECORD_TYPE, expiration=record_ttl_ms(deadline))
+        name = self.top.queue(proc)
+        outcome = (await self._confirmed([self.link.publish("", name, record, props, True)]))[0]
+        if outcome is None:
+            self._declared.pop(name, None)
+            return False
+        if outcome is False:  # the queue is full: the side queue has no limit (see groups.py on ordering)
+            await self._ensure_side(proc)
+            side = self.top.side_queue(proc)
+            if not (await self._confirmed([self.link.publish("", side, record, props, True)]))[0]:
+                raise BackendUnavailable(f"could not store a group membership record for {proc!r}")
+        return True
+
+    async def _add_named_member(self, group: str, channel: str, deadline: float) -> None:
+        await self._ensure_channels({channel: self.capacity_for(channel)})
+        member = self.top.member_queue(group, channel)
+        arguments = self.top.member_args(self.top.queue(channel))
+        try:
+            await self.link.declare(member, arguments)  # re-declaring renews its x-expires: the membership
+        except ChannelError as exc:  # declared with another group_expiry: replace it
+            if exc.code != 406:
+                raise BackendUnavailable(f"declaring AMQP queue {member!r} failed: {exc}") from exc
+            await self.link.delete(member)
+            await self.link.declare(member, arguments)
+        await self.link.bind(member, GROUP_EXCHANGE, self.top.group_key(group))
+        self._registered.pop(member, None)
+        await self._register(member)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await self.link.ready()
+        proc = process_part(channel)
+        if proc is None:
+            await self.link.delete(self.top.member_queue(group, channel))
+            return
+        record = pack_record(DISCARD, self.top.group_key(group), channel, 0.0)
+        # A missing queue has no members to discard; the binding stays until the queue goes (see README).
+        await self._record(proc, record, time.time() + self.top.group_expiry)
+
+    async def group_members(self, group: str) -> list[str]:
+        """Only this process's own members are known here (the others live with their owners)."""
+        return self.directory.members(self.top.group_key(group), time.time())
+
+    async def group_push(self, group: str, fan_out: FanOut) -> int:
+        """One publish to the group's routing key reaches each member queue once, whatever the group size."""
+        if not isinstance(fan_out, GroupFanOut):
+            raise TypeError(f"the AMQP backend fans out GroupFanOut messages, not {type(fan_out).__name__}")
+        await self.link.ready()
+        item = fan_out.item_for(None)  # members resolve it: see Directory.resolve and Topology.member_args
+        future = self.link.publish(GROUP_EXCHANGE, self.top.group_key(group), item,
+                                   _ttl(fan_out.deadline, time.time()), False)
+        stored = (await self._confirmed([future]))[0]
+        return 0 if stored else 1  # a nack: at least one member queue was full
+
+    # -- flush / close -----------------------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        await self.link.ready()
+        registry = self.top.registry
+        await self._declare_plain(registry, self.top.registry_args())
+        names: set[str] = set()
+        while True:
+            body = await self.link.get(registry)
+            if body is None:
+                break
+            names.add(body.decode())
+        for name in sorted(names):
+            await self.link.delete(name)
+        self.directory.clear()
+        self._declared.clear()
+        self._registered.clear()
+        for sub in self._subs.values():
+            sub.items.clear()
+
+    async def close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        for sub in self._subs.values():
+            if sub.idle_timer is not None:
+                sub.idle_timer.cancel()
+        await self.link.close()
+
+    def abandon(self) -> None:
+        self._keepalive = None
+        self.link.abandon()
+
+
+def _ttl(deadline: float, now: float) -> spec.BasicProperties:
+    """Per-message TTL: the broker drops the message (and stops counting it) once it expired."""
+    return spec.BasicProperties(expiration=str(max(1, int((deadline - now) * 1000) + 1)))

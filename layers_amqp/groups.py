@@ -1,0 +1,89 @@
+"""Group membership of process channels, kept by the process that owns them.
+
+``group_add(group, "specific.abc!x")`` from any process binds the process queue ``specific.abc!`` to the group's
+routing key and then publishes a membership *record* into that same queue.  The owner reads records and messages
+from one FIFO queue, so a record always arrives before any group message sent after ``group_add`` returned: the
+owner's :class:`Directory` is exactly as current as the messages it resolves.  A group message therefore costs
+one publish whatever the group size, reaches each member process once, and the owner turns it into one bundle
+for its live local members (expired memberships are skipped here, which is how ``group_expiry`` is enforced).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgpack
+
+from layers.envelope import pack_item, unpack_item
+
+__all__ = ["RECORD_TYPE", "Directory", "pack_record"]
+
+log = logging.getLogger("layers.amqp")
+
+#: The AMQP ``type`` property that marks a membership record (messages carry no type).
+RECORD_TYPE = "layers.member"
+ADD, DISCARD = 0, 1
+
+
+def pack_record(op: int, group_key: str, channel: str, deadline: float) -> bytes:
+    return msgpack.packb((op, group_key, channel, deadline), use_bin_type=True)  # type: ignore[no-any-return]
+
+
+class Directory:
+    """group routing key -> local channel -> membership deadline, for one layer instance (all its event loops)."""
+
+    def __init__(self) -> None:
+        self.groups: dict[str, dict[str, float]] = {}
+
+    def apply(self, record: bytes) -> None:
+        try:
+            op, key, channel, deadline = msgpack.unpackb(record, raw=False)
+        except Exception as exc:  # not ours: never let garbage break the reader
+            log.warning("skipping an undecodable group membership record: %s", exc)
+            return
+        members = self.groups.setdefault(key, {})
+        if op == ADD:
+            members[channel] = max(deadline, members.get(channel, 0.0))
+        else:
+            members.pop(channel, None)
+            if not members:
+                del self.groups[key]
+
+    def members(self, key: str, now: float) -> list[str]:
+        """Live members of a group (forgetting lapsed ones)."""
+        members = self.groups.get(key)
+        if not members:
+            return []
+        lapsed = [channel for channel, deadline in members.items() if deadline < now]
+        for channel in lapsed:
+            del members[channel]
+        if not members:
+            del self.groups[key]
+        return list(members)
+
+    def live_groups(self) -> list[str]:
+        """Routing keys of groups with a live local member (to re-bind after the queue was re-created)."""
+        now = time.time()
+        return [key for key in list(self.groups) if self.members(key, now)]
+
+    def resolve(self, key: str, item: bytes) -> bytes | None:
+        """Turn a group item into a bundle for the live local members, or None when there are none."""
+        members = self.members(key, time.time())
+        if not members:
+            return None
+        try:
+            deadline, _, payload = unpack_item(item)
+        except ValueError as exc:
+            log.warning("skipping a group message that is not a channel-layers item: %s", exc)
+            return None
+        return pack_item(deadline, members, payload)
+
+    def clear(self) -> None:
+        self.groups.clear()
+
+
+def record_ttl_ms(deadline: float) -> str:
+    """A record is useless once its membership lapsed, so it expires then (and never blocks the queue forever)."""
+    return str(max(1, int((deadline - time.time()) * 1000)))
+

@@ -1,0 +1,95 @@
+"""``AMQPChannelLayer``: the channel layer on RabbitMQ (AMQP 0-9-1, pika's asyncio adapter)."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pika
+
+from layers.backend import Backend
+from layers.core import BackendChannelLayer
+from layers.errors import ConfigError
+from layers.settings import redact_url, split_url
+
+from .backend import AMQPBackend
+from .connection import Link
+from .groups import Directory
+from .topology import Topology
+
+__all__ = ["AMQPChannelLayer"]
+
+#: Query options of a layer URL that belong to this layer, not to pika.
+_OWN_OPTIONS: dict[str, type] = {"timeout": float}
+
+
+class AMQPChannelLayer(BackendChannelLayer):
+    """A channel layer on an AMQP 0-9-1 broker (RabbitMQ).
+
+    ``url`` is ``amqp://user:password@host:5672/vhost`` (``amqps://`` for TLS; pika's own query options such as
+    ``heartbeat`` are passed through).  ``ssl_context`` replaces the default TLS context for ``amqps``.
+    ``timeout`` bounds every wait on the broker: connecting (also while it is down), confirms and calls; past it
+    the operation raises :class:`layers.BackendUnavailable`.
+    """
+
+    spec_knobs: ClassVar[dict[str, Any]] = {"shares_state": True, "min_expiry": 1.0}
+
+    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672/%2F", *,
+                 ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0, **options: Any) -> None:
+        super().__init__(**options)
+        if not isinstance(url, str) or not url.lower().startswith(("amqp://", "amqps://")):
+            raise ConfigError(f"an AMQP layer URL starts with amqp:// or amqps://, not {redact_url(str(url))!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if len(self.prefix.encode()) > 120:
+            raise ConfigError("an AMQP layer prefix must be at most 120 bytes (queue names are limited to 255)")
+        self.url = url
+        self.timeout = float(timeout)
+        self.ssl_context = ssl_context
+        self._params = _parameters(url, ssl_context, self.timeout)
+        parts = urlsplit(url)
+        self._where = f"{parts.hostname or 'localhost'}:{parts.port or self._params.port}{parts.path or '/'}"
+        self.topology = Topology(self.prefix, self.expiry, self.group_expiry)
+        self.directory = Directory()
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> AMQPChannelLayer:
+        rest, options = split_url(url)
+        rest, own = _take_own_options(rest)
+        return cls(rest, **{**options, **own, **overrides})
+
+    def make_backend(self) -> Backend:
+        link = Link(self._params, self._where, self.timeout, self.retry_delays)
+        return AMQPBackend(link, self.topology, self.capacity_rules.lookup, self.directory)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {redact_url(self.url)} prefix={self.prefix!r}>"
+
+
+def _parameters(url: str, ssl_context: ssl.SSLContext | None, timeout: float) -> pika.URLParameters:
+    try:
+        params = pika.URLParameters(url)
+    except Exception as exc:  # pika's messages may echo the URL: never the password
+        raise ConfigError(f"invalid AMQP URL {redact_url(url)}: {type(exc).__name__}") from None
+    if ssl_context is not None:
+        params.ssl_options = pika.SSLOptions(ssl_context, params.host)
+    params.connection_attempts = 1  # the layer retries with backoff itself
+    params.socket_timeout = timeout
+    params.stack_timeout = timeout
+    return params
+
+
+def _take_own_options(url: str) -> tuple[str, dict[str, Any]]:
+    parts = urlsplit(url)
+    own: dict[str, Any] = {}
+    kept = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _OWN_OPTIONS:
+            try:
+                own[key] = _OWN_OPTIONS[key](value)
+            except ValueError:
+                raise ConfigError(f"URL option {key}={value!r} must be a number") from None
+        else:
+            kept.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(kept))), own
