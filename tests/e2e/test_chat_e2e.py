@@ -164,7 +164,7 @@ def _start_site(backend: str, url: str, logdir: Path, stack: list[Proc]) -> Site
     return site
 
 
-def _flush(url: str) -> None:
+def _clean_up(backend: str, url: str, prefix: str) -> None:
     """Leave nothing under this run's prefix on the shared server (best effort: the test result stands)."""
     import layers
 
@@ -177,14 +177,22 @@ def _flush(url: str) -> None:
 
     try:
         asyncio.run(asyncio.wait_for(flush(), 30))
+        if backend == "postgresql":  # the prefix names tables and functions: drop them, not just their rows
+            import psycopg
+
+            from layers_postgres import drop_ddl
+
+            with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+                conn.execute(drop_ddl(prefix))
     except Exception as exc:
-        print(f"warning: flushing {url} after the e2e run failed: {type(exc).__name__}: {exc}")
+        print(f"warning: cleaning up {backend} prefix {prefix!r} after the e2e run failed: {type(exc).__name__}: {exc}")
 
 
 @pytest.fixture(scope="module", params=list(BACKENDS))
 def site(request: pytest.FixtureRequest) -> Iterator[Site]:
     backend = request.param
-    url = _with_prefix(_skip_unless_ready(backend), f"e2e{secrets.token_hex(4)}")
+    prefix = f"e2e{secrets.token_hex(4)}"
+    url = _with_prefix(_skip_unless_ready(backend), prefix)
     procs: list[Proc] = []
     logdir = Path(tempfile.mkdtemp(prefix=f"layers-e2e-{backend}-"))
 
@@ -196,7 +204,7 @@ def site(request: pytest.FixtureRequest) -> Iterator[Site]:
     site = _start_site(backend, url, logdir, procs)
     yield site
     stop_all()
-    _flush(url)
+    _clean_up(backend, url, prefix)
 
 
 # -- clients ------------------------------------------------------------------------------------------------
@@ -374,7 +382,7 @@ def test_burst_reaches_200_clients_on_both_servers(site: Site, e2e_report: list[
             failures = [(c.label, r) for c, r in zip(members, results, strict=True) if isinstance(r, BaseException)]
             await asyncio.sleep(0.5)  # a late duplicate would arrive now
             missing = {c.label: sorted(expected - set(burst_frames(c)), key=texts.index) for c in members}
-            missing = {label: m for label, m in missing.items() if m}
+            missing = {label: f"{len(m)} missing, first {m[0]}" for label, m in missing.items() if m}
             dupes = {c.label: len(burst_frames(c)) - len(set(burst_frames(c))) for c in members}
             dupes = {label: n for label, n in dupes.items() if n}
             assert not failures and not missing, (
