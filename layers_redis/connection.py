@@ -33,7 +33,7 @@ Client = Any  # redis.asyncio.Redis or RedisCluster: the calls we make exist on 
 
 # Errors that mean "the server is not reachable or not serving right now" (a failover turns a master read-only).
 _UNAVAILABLE = (rex.ConnectionError, rex.TimeoutError, rex.ReadOnlyError, rex.BusyLoadingError,
-                rex.ClusterDownError, rex.ClusterError, rex.TryAgainError, rex.MasterDownError,
+                rex.ClusterDownError, rex.ClusterError, rex.TryAgainError, rex.MasterDownError, rex.SlotNotCoveredError,
                 OSError, asyncio.TimeoutError)
 
 
@@ -107,7 +107,7 @@ class Shard:
     async def _send_pipeline(self, calls: Iterable[tuple[Script, str, Sequence[Any]]]) -> list[Any]:
         pipe = self.commands.pipeline(transaction=False)
         for script, key, args in calls:
-            pipe.evalsha(script.sha, 1, key, *args)
+            pipe.execute_command("EVALSHA", script.sha, 1, key, *args)
         return list(await pipe.execute(raise_on_error=False))
 
     async def blocking_pop(self, key: str, limit: int, timeout: float) -> list[bytes]:
@@ -136,6 +136,7 @@ class Shard:
 
     async def _blocking_command(self, *args: Any, key: str) -> Any:
         if isinstance(self.blocking, RedisCluster):
+            await self.blocking.initialize()  # loads the slot map once; a no-op afterwards
             node = self.blocking.get_node_from_key(key)
             return await self.blocking.execute_command(*args, target_nodes=node)
         return await self.blocking.execute_command(*args)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 from layers.backend import Backend
 from layers.core import BackendChannelLayer
@@ -46,18 +46,19 @@ class RedisChannelLayer(BackendChannelLayer):
     def from_url(cls, url: str, **overrides: Any) -> RedisChannelLayer:
         """``redis://[:password@]host[:port][/db][?capacity=..&expiry=..&timeout=..]`` and the other forms
         :mod:`layers_redis.hosts` describes; connection options in the query string go to redis-py."""
-        rest, options = split_url(url)
-        parts = urlsplit(rest)
-        kept = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        _, options = split_url(url)  # the common options, typed
+        base, _, query = url.partition("?")
+        kept: list[tuple[str, str]] = []
+        for key, value in parse_qsl(query, keep_blank_values=True):
             if key in _LAYER_OPTIONS:
                 try:
                     options[key] = _LAYER_OPTIONS[key](value)
                 except ValueError:
                     raise ConfigError(f"URL option {key}={value!r} must be {_LAYER_OPTIONS[key].__name__}") from None
-            else:
-                kept.append(f"{key}={value}")
-        host_url = urlunsplit(parts._replace(query="&".join(kept)))
+            elif key not in options:
+                kept.append((key, value))
+        # Rebuilt by hand: urlunsplit would turn unix:///path into unix:/path.
+        host_url = base + ("?" + urlencode(kept) if kept else "")
         return cls(hosts=[host_url], **{**options, **overrides})
 
     def make_backend(self) -> Backend:

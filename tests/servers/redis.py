@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from . import ServerProcess, free_port
+from . import ServerProcess, free_port, port_open
 
 __all__ = ["RedisCluster3", "RedisSentinelSetup", "RedisServer", "redis_available"]
 
@@ -27,8 +27,8 @@ def redis_available() -> bool:
 class RedisServer:
     """One redis-server on a free port; ``kill()`` + ``start()`` restart it on the same port."""
 
-    def __init__(self, *extra: str, name: str = "redis") -> None:
-        self.process = ServerProcess(name)
+    def __init__(self, *extra: str, name: str = "redis", port: int | None = None) -> None:
+        self.process = ServerProcess(name, port)
         self.extra = list(extra)
 
     @property
@@ -71,7 +71,8 @@ class RedisCluster3:
 
     def __init__(self) -> None:
         self.nodes = [RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                  "--cluster-node-timeout", "2000", name="redis-cluster") for _ in range(3)]
+                                  "--cluster-node-timeout", "2000", name="redis-cluster", port=_cluster_port())
+                      for _ in range(3)]
 
     @property
     def url(self) -> str:
@@ -140,7 +141,7 @@ class RedisSentinelSetup:
         return redis.Redis(host="127.0.0.1", port=self.sentinel.port, socket_timeout=5)
 
     def master_port(self) -> int:
-        host, port = self.sentinel_client().execute_command("SENTINEL", "get-master-addr-by-name",
+        _host, port = self.sentinel_client().execute_command("SENTINEL", "get-master-addr-by-name",
                                                             self.master_name)
         return int(port)
 
@@ -180,5 +181,9 @@ class RedisSentinelSetup:
         self.master.stop()
 
 
-def free_ports(count: int) -> list[int]:
-    return [free_port() for _ in range(count)]
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    while True:
+        port = free_port()
+        if port + 10000 < 65536 and port_open(port + 10000) is False:
+            return port
