@@ -36,7 +36,8 @@ from tests.servers import AMQP_URL, POSTGRES_DSN, REDIS_URL, free_port, port_ope
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chat"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "chat"
 TASK_CHANNEL = "chat-tasks"
 
 # backend id -> (package, layer class, shared-service URL, default port)
@@ -136,7 +137,8 @@ def _start_site(backend: str, url: str, logdir: Path, stack: list[Proc]) -> Site
         CHANNEL_LAYER_URL=url,
         DJANGO_SETTINGS_MODULE="chat_site.settings",
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
-        PYTHONPATH=os.pathsep.join([str(EXAMPLE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        # The example, then this checkout's packages (what the test process imports too, whatever is installed).
+        PYTHONPATH=os.pathsep.join([str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         PYTHONUNBUFFERED="1",
     )
     python = sys.executable
