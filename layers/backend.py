@@ -66,6 +66,17 @@ class Backend(abc.ABC):
         queue from a single reader task per event loop.
         """
 
+    def pop_nowait(self, queue: str, limit: int) -> list[bytes] | None:
+        """Optional: pop without waiting or awaiting (a backend whose store is in this process); None if unsupported.
+
+        Lets ``receive`` take a ready message without starting a reader task.
+        """
+        return None
+
+    async def server_footprint(self) -> dict[str, int] | None:
+        """Optional: what the server holds for this layer (keys, rows, queues), for leak checks and benchmarks."""
+        return None
+
     @abc.abstractmethod
     async def group_add(self, group: str, channel: str, deadline: float) -> None:
         """Make ``channel`` a member of ``group`` until ``deadline`` (a later add extends it)."""

@@ -169,9 +169,9 @@ def _json_default(value: object) -> object:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from . import bench_report
+    from .bench import report
 
-    return bench_report.run_cli(args)
+    return report.run_cli(args)
 
 
 def _postgres_ddl(args: argparse.Namespace) -> int:

@@ -195,7 +195,8 @@ class BackendChannelLayer(BaseChannelLayer):
         while True:
             entry = self._take_buffered(channel)
             if entry is None:
-                entry = await self._state().wait(channel)
+                state = self._state()
+                entry = state.take_ready(channel) or await state.wait(channel)
             message = self._decode(channel, entry[1])
             if message is not None:
                 return message
@@ -349,6 +350,18 @@ class _LoopState:
                 future.set_result(stored)
 
     # -- receives: one reader per queue files items into local buffers -------------------------------------
+
+    def take_ready(self, channel: str) -> Entry | None:
+        """Without awaiting: file what a same-process backend has ready for ``channel`` and take the first."""
+        queue = process_part(channel) or channel
+        if queue in self.readers:
+            return None  # the reader owns this queue; popping here could reorder
+        limit = (self.backend.named_pop_limit or 1) if queue == channel else self.layer.receive_batch
+        items = self.backend.pop_nowait(queue, limit)
+        if not items:
+            return None
+        self._file_items(queue, items)
+        return self.layer._take_buffered(channel)
 
     async def wait(self, channel: str) -> Entry:
         queue = process_part(channel) or channel

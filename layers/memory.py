@@ -101,7 +101,8 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 class _MemoryBackend(Backend):
     coalesce_pushes = False  # a push costs no round trip, so batching would only add latency
-    named_pop_limit = 100  # no other process can read these queues
+    # named_pop_limit stays None (one item per waiting receiver): items moved into the layer's local buffer would
+    # stop counting toward the channel's capacity, so a full named channel would accept more (spec R-CAP-4).
 
     def __init__(self, store: _Store) -> None:
         self.store = store
@@ -110,6 +111,12 @@ class _MemoryBackend(Backend):
         now = time.time()
         self.store.sweep(now)
         return [self.store.push(push, now) for push in pushes]
+
+    def pop_nowait(self, queue: str, limit: int) -> list[bytes] | None:
+        return self.store.pop(queue, limit, time.time())
+
+    async def server_footprint(self) -> dict[str, int] | None:
+        return {"queues": len(self.store.queues), "groups": len(self.store.groups)}
 
     async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         items = self.store.pop(queue, limit, time.time())

@@ -11,8 +11,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .bench import DEFAULT_WORKLOADS, WORKLOADS, Result, Target, make_target, run_workload
-from .errors import ConfigError
+from ..errors import ConfigError
+from . import DEFAULT_WORKLOADS, WORKLOADS, Result, Target, make_target, run_workload
+from .workloads import NOT_APPLICABLE
 
 __all__ = ["best_results", "run_cli", "run_rounds"]
 
@@ -107,8 +108,11 @@ def _cell(result: Result | None) -> str:
     if result is None:
         return "-"
     if result.error:
+        if result.error.startswith(NOT_APPLICABLE):
+            return f"[dim]{result.error[:40]}[/dim]"
         return f"[red]fails: {result.error[:60]}[/red]"
-    return f"{result.rate:,.0f}"
+    details = ", ".join(f"{k}={v}" for k, v in result.extra.items() if not isinstance(v, dict))
+    return f"{result.rate:,.0f}" + (f"\n[dim]{details}[/dim]" if details else "")
 
 
 def _ratios(cells: Sequence[Result | None]) -> str:
