@@ -24,7 +24,7 @@ class Workload:
 
 
 def _w(function: Callable[..., Awaitable[Result]], doc: str, unit: str = "msgs/s", **kwargs: object) -> Workload:
-    return Workload(partial(function, **kwargs), doc, unit)  # type: ignore[arg-type]
+    return Workload(partial(function, **kwargs), doc, unit)
 
 
 _TABLE: list[tuple[str, Callable[..., Awaitable[Result]], str, str, dict[str, object]]] = [
