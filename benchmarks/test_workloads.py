@@ -1,0 +1,34 @@
+"""Every workload of ``layers.bench`` as a pytest-benchmark; rates land in ``extra_info``."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from layers.bench import WORKLOADS, Result, make_target, run_workload
+
+PEER_NAMES = {"channels_memory", "channels_redis", "channels_redis_pubsub", "channels_postgres", "channels_rabbitmq"}
+
+
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_workload(benchmark: pytest.FixtureRequest, request: pytest.FixtureRequest, target: str,
+                  workload: str) -> None:
+    count = request.config.getoption("--bench-messages")
+    results: list[Result] = []
+
+    def once() -> None:
+        results.append(asyncio.run(asyncio.wait_for(run_workload(workload, make_target(target), count), 300)))
+
+    benchmark.pedantic(once, rounds=request.config.getoption("--bench-rounds"), iterations=1)  # type: ignore[attr-defined]
+    best = max(results, key=lambda r: r.rate)
+    benchmark.extra_info.update(unit=WORKLOADS[workload].unit, rate=round(best.rate, 1),  # type: ignore[attr-defined]
+                                messages=best.messages, error=best.error, **best.extra)
+    if best.error and best.error.startswith("n/a"):
+        pytest.skip(best.error)
+    if best.error:
+        if target in PEER_NAMES:
+            pytest.xfail(f"peer fails this workload: {best.error}")
+        pytest.fail(f"{target} fails {workload}: {best.error}")
+    if workload == "overload":
+        assert best.extra["accepted"] == best.extra["delivered"], best.extra
