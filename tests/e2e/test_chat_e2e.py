@@ -399,7 +399,11 @@ def test_burst_reaches_200_clients_on_both_servers(site: Site, e2e_report: list[
     out_of_order = [c.label for c in members if burst_frames(c) != texts]
     row = {"backend": site.backend, "clients": BURST_CLIENTS, "messages": BURST_MESSAGES,
            "deliveries": BURST_CLIENTS * BURST_MESSAGES, "seconds": round(seconds, 3),
-           "median_client_seconds": round(statistics.median(per_client), 3), "out_of_order": len(out_of_order)}
+           "median_client_seconds": round(statistics.median(per_client), 3), "out_of_order": len(out_of_order),
+           "daphne_clients_seconds": round(max(t for c, t in zip(members, per_client, strict=True)
+                                               if c.label.startswith("A")), 3),
+           "uvicorn_clients_seconds": round(max(t for c, t in zip(members, per_client, strict=True)
+                                                if c.label.startswith("B")), 3)}
     e2e_report.append(row)
     record_property("burst", json.dumps(row))
     print(f"\n{site.backend}: {row}")
