@@ -1,1 +1,13 @@
-"""The channel-layer specification (``SPEC.md``) and its conformance suite."""
+"""The channel-layer specification (``SPEC.md``) and its conformance suite.
+
+- :class:`ConformanceSuite`: subclass it in a test module and override the ``layer_factory`` fixture.
+- :func:`run_report` / ``python -m spec TARGET``: run the suite against a URL or a dotted class path and print a
+  requirement-by-requirement report.
+- :func:`requirements`: the numbered requirements (id -> title) of ``SPEC.md``.
+"""
+
+from .harness import Harness, Knobs
+from .requirements import requirements
+from .suite import ConformanceSuite
+
+__all__ = ["ConformanceSuite", "Harness", "Knobs", "requirements"]

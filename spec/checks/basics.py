@@ -1,0 +1,212 @@
+"""API, NAMES and MSG: what a layer exposes, which names and messages it takes (SPEC.md)."""
+
+from __future__ import annotations
+
+import copy
+import string
+from typing import Any
+
+import pytest
+
+from ..harness import Harness, check
+from .common import nothing_on, refused, same
+
+__all__ = ["ApiChecks", "MessageChecks", "NameChecks"]
+
+KINDS = pytest.mark.parametrize("kind", ["named", "process"])
+NAME_CHARS = string.ascii_letters + string.digits + "-_."
+
+# Refused everywhere a name goes; ordered so the first failure says the most.
+BAD_NAMES: list[Any] = [
+    "", " ", "has space", "tab\tname", "trailing\n", "line\nbreak", "ünïcode", "semi;colon", "slash/name",
+    "star*", "a" * 100, 42, None, b"bytes", ["list"],
+]
+BAD_CHANNELS = [*BAD_NAMES, "!leading", "two!bang!s", "local!sp ace", "local!ünï"]
+BAD_GROUPS = [*BAD_NAMES, "group!local", "group!"]
+
+ROUND_TRIP: dict[str, Any] = {
+    "none": None, "true": True, "false": False, "zero": 0, "int_min": -(2**63), "int_max": 2**63 - 1,
+    "float": 1.5, "tiny": 5e-324, "huge": 1.7e308, "text": "héllo wörld ✓ 🚀 中文", "empty_text": "",
+    "str_x": "x", "bytes_x": b"x", "binary": bytes(range(256)), "empty_bytes": b"", "list": [1, "two", b"3", None],
+    "nested": {"deep": [{"k": b"v", "n": [1.25, False]}]}, "empty_list": [], "empty_dict": {},
+}
+UNSERIALIZABLE: dict[str, Any] = {
+    "bad_object": object(), "bad_set": {1, 2}, "bad_complex": 1j, "bad_bigint": 2**64,
+    "bad_inner": {"ok": 1, "bad_nested": object()},
+}
+NOT_DICTS: list[Any] = [None, "text", b"bytes", ["type", "x"], ("type", "x"), 42]
+BAD_KEYS: list[dict[Any, Any]] = [{1: "int key"}, {b"type": "bytes key"}, {None: 1}, {("t",): 1}, {"ok": 1, 2.5: 2}]
+
+
+class ApiChecks:
+    @check("R-API-1")
+    async def test_r_api_1_extensions_and_exception_classes(self, harness: Harness) -> None:
+        """R-API-1: ``extensions`` is a list of str; ``ChannelFull``/``MessageTooLarge`` are exception classes."""
+        layer = await harness.layer()
+        assert isinstance(layer.extensions, list), f"extensions is {layer.extensions!r}, not a list"
+        assert all(isinstance(name, str) for name in layer.extensions), f"extensions: {layer.extensions!r}"
+        for attribute in ("ChannelFull", "MessageTooLarge"):
+            value = getattr(layer, attribute, None)
+            assert isinstance(value, type) and issubclass(value, Exception), (
+                f"layer.{attribute} is {value!r}, not an exception class"
+            )
+
+
+class NameChecks:
+    @check("R-NAMES-1")
+    async def test_r_names_1_valid_names_work(self, harness: Harness) -> None:
+        """R-NAMES-1: every valid name (all allowed characters, 99 characters, local channels) works."""
+        layer = await harness.layer()
+        longest = ("n." + NAME_CHARS * 2)[:99]
+        local = await layer.new_channel()
+        for channel in (longest, "a", "A-b_c.9", local, local[: local.index("!") + 1]):
+            await layer.send(channel, {"to": channel})
+            same(await harness.receive(layer, channel), {"to": channel}, f"message on {channel!r}")
+        if "groups" in harness.extensions:
+            group = ("g." + NAME_CHARS * 2)[:99]
+            await layer.group_add(group, longest)
+            await layer.group_send(group, {"group": group})
+            same(await harness.receive(layer, longest), {"group": group})
+            await layer.group_discard(group, longest)
+
+    @check("R-NAMES-2")
+    async def test_r_names_2_invalid_channel_names_refused(self, harness: Harness) -> None:
+        """R-NAMES-2: send, receive, group_add and group_discard refuse bad channel names with TypeError."""
+        layer = await harness.layer()
+        groups = "groups" in harness.extensions
+        for name in BAD_CHANNELS:
+            await refused(layer.send(name, {"x": 1}), f"send({name!r})")
+            await refused(layer.receive(name), f"receive({name!r})", wait=harness.knobs.settle)
+            if groups:
+                await refused(layer.group_add("spec.names", name), f"group_add('spec.names', {name!r})")
+                await refused(layer.group_discard("spec.names", name), f"group_discard('spec.names', {name!r})")
+
+    @check("R-NAMES-3", "groups")
+    async def test_r_names_3_invalid_group_names_refused(self, harness: Harness) -> None:
+        """R-NAMES-3: group_add, group_discard and group_send refuse bad group names with TypeError."""
+        layer = await harness.layer()
+        for name in BAD_GROUPS:
+            await refused(layer.group_add(name, "spec.member"), f"group_add({name!r}, 'spec.member')")
+            await refused(layer.group_discard(name, "spec.member"), f"group_discard({name!r}, 'spec.member')")
+            await refused(layer.group_send(name, {"x": 1}), f"group_send({name!r})")
+
+    @check("R-NAMES-4")
+    async def test_r_names_4_errors_name_the_value(self, harness: Harness) -> None:
+        """R-NAMES-4: a name error's message contains the repr() of the refused name."""
+        layer = await harness.layer()
+        calls = [("send", lambda name: layer.send(name, {}))]
+        if "groups" in harness.extensions:
+            calls.append(("group_send", lambda name: layer.group_send(name, {})))
+        for what, call in calls:
+            for name in ("has space", "a" * 100, "two!bang!s", 42):
+                error = await refused(call(name), f"{what}({name!r})")
+                assert repr(name) in str(error), f"{what}({name!r}) raised {error!r}, which does not name {name!r}"
+
+
+class MessageChecks:
+    async def _refuses_messages(self, harness: Harness, messages: list[Any], check_text: bool) -> None:
+        """Every message is refused with TypeError by send and group_send, and nothing is stored."""
+        layer = await harness.layer()
+        channel = harness.name("msg")
+        group = harness.name("msg-group")
+        groups = "groups" in harness.extensions
+        if groups:
+            await layer.group_add(group, channel)
+        for message in messages:
+            shown = repr(message) if len(repr(message)) < 60 else f"{{{next(iter(message))!r}: ...}}"
+            error = await refused(layer.send(channel, message), f"send of {shown}")
+            if groups:
+                await refused(layer.group_send(group, message), f"group_send of {shown}")
+            if check_text:
+                key = next(iter(message))
+                inner = "bad_nested" if key == "bad_inner" else key
+                assert inner in str(error), f"the error for {shown} does not name the key {inner!r}: {error}"
+        await layer.send(channel, {"marker": True})
+        same(await harness.receive(layer, channel), {"marker": True}, "the first message after the refusals")
+        await harness.expect_nothing(layer, channel, "a refused message was stored")
+
+    @check("R-MSG-1")
+    async def test_r_msg_1_dict_with_str_keys(self, harness: Harness) -> None:
+        """R-MSG-1: non-dict messages and non-str keys are refused with TypeError; nothing is stored."""
+        await self._refuses_messages(harness, [*NOT_DICTS, *BAD_KEYS], check_text=False)
+
+    @KINDS
+    @check("R-MSG-2")
+    async def test_r_msg_2_values_round_trip(self, harness: Harness, kind: str) -> None:
+        """R-MSG-2: every serializable value comes back equal and of the same type; bytes and str stay apart."""
+        layer = await harness.layer()
+        channel = await harness.channel(layer, kind)
+        await layer.send(channel, copy.deepcopy(ROUND_TRIP))
+        same(await harness.receive(layer, channel), ROUND_TRIP)
+
+    @check("R-MSG-3")
+    async def test_r_msg_3_tuples_become_lists(self, harness: Harness) -> None:
+        """R-MSG-3: tuples, at any depth, are received as lists."""
+        layer = await harness.layer()
+        channel = harness.name("tuples")
+        await layer.send(channel, {"t": (1, "a", (2, b"b")), "in_list": [(), (None,)]})
+        same(await harness.receive(layer, channel), {"t": [1, "a", [2, b"b"]], "in_list": [[], [None]]})
+
+    @check("R-MSG-4")
+    async def test_r_msg_4_unserializable_refused(self, harness: Harness) -> None:
+        """R-MSG-4: an unserializable value is refused at send with a TypeError naming its key."""
+        messages = [{key: value, "fine": "value"} for key, value in UNSERIALIZABLE.items()]
+        await self._refuses_messages(harness, messages, check_text=True)
+
+    @check("R-MSG-5")
+    async def test_r_msg_5_oversize_refused(self, harness: Harness) -> None:
+        """R-MSG-5: a message over the size limit raises MessageTooLarge; one half the limit arrives intact."""
+        layer = await harness.layer()
+        limit = harness.knobs.max_message_size
+        too_large = getattr(layer, "MessageTooLarge", None)
+        assert isinstance(too_large, type), "the layer has no MessageTooLarge exception class"
+        channel = harness.name("size")
+        half = {"blob": b"\x01" * (limit // 2)}
+        await layer.send(channel, half)
+        same(await harness.receive(layer, channel), half, "the half-limit message")
+        with pytest.raises(too_large):
+            await layer.send(channel, {"blob": b"\x01" * (limit + 1)})
+        await layer.send(channel, {"marker": True})
+        same(await harness.receive(layer, channel), {"marker": True}, "the first message after the oversize one")
+
+    @check("R-MSG-6")
+    async def test_r_msg_6_sender_dict_untouched(self, harness: Harness) -> None:
+        """R-MSG-6: send/group_send never modify the dict; modifying it afterwards changes nothing received."""
+        layer = await harness.layer()
+        first, second = harness.name("copy-a"), harness.name("copy-b")
+        original = {"list": [1, 2], "nested": {"k": "v"}, "bytes": b"b"}
+        message = copy.deepcopy(original)
+        await layer.send(first, message)
+        assert message == original, f"send modified the sender's dict: {message!r}"
+        _scribble(message)
+        same(await harness.receive(layer, first), original, "message received after the sender changed its dict")
+        if "groups" not in harness.extensions:
+            return
+        group = harness.name("copy-group")
+        await layer.group_add(group, first)
+        await layer.group_add(group, second)
+        message = copy.deepcopy(original)
+        await layer.group_send(group, message)
+        assert message == original, f"group_send modified the sender's dict: {message!r}"
+        _scribble(message)
+        _scribble(await harness.receive(layer, first))
+        same(await harness.receive(layer, second), original, "second member's copy after others were modified")
+
+    @check("R-MSG-7")
+    async def test_r_msg_7_no_required_keys(self, harness: Harness) -> None:
+        """R-MSG-7: messages without a ``type`` key (even ``{}``) are delivered as sent."""
+        layer = await harness.layer()
+        channel = harness.name("untyped")
+        local = await layer.new_channel()
+        for message in ({}, {"text": "hi"}, {"type": "chat.message", "text": "typed"}):
+            for target in (channel, local):
+                await layer.send(target, message)
+                same(await harness.receive(layer, target), message, f"message on {target!r}")
+        await nothing_on(harness, layer, [channel, local])
+
+
+def _scribble(message: dict[str, Any]) -> None:
+    """Change a message dict in place, at every level."""
+    message["list"].append(3)
+    message["nested"]["k"] = "changed"
+    message["added"] = True

@@ -1,0 +1,116 @@
+"""MULTI: several instances standing in for several processes, and a real second OS process (SPEC.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+from ..harness import Harness, check
+from .common import nothing_on, numbered, same, send_numbered
+from .delivery import ROOMY, competing_receivers
+
+__all__ = ["MultiChecks"]
+
+PROCESS_MESSAGES = 5
+
+
+class MultiChecks:
+    @check("R-MULTI-1", "shares_state")
+    async def test_r_multi_1_named_channels_shared(self, harness: Harness) -> None:
+        """R-MULTI-1: two instances send alternately; receivers on both get every message exactly once."""
+        first, second = await harness.layer(capacity=ROOMY), await harness.layer(capacity=ROOMY)
+        await competing_receivers(harness, [first, second], [first, second], harness.name("shared"), 100)
+
+    @check("R-MULTI-2", "shares_state")
+    async def test_r_multi_2_local_channels_cross_instances(self, harness: Harness) -> None:
+        """R-MULTI-2: each instance sends to the other's local channel; each owner gets exactly its messages."""
+        first, second = await harness.layer(), await harness.layer()
+        mine, theirs = await first.new_channel(), await second.new_channel()
+        for i in range(10):
+            await second.send(mine, {"i": i, "from": "second"})
+            await first.send(theirs, {"i": i, "from": "first"})
+        same(await harness.receive_many(first, mine, 10), numbered(10, **{"from": "second"}), f"on {mine!r}")
+        same(await harness.receive_many(second, theirs, 10), numbered(10, **{"from": "first"}), f"on {theirs!r}")
+        await asyncio.gather(nothing_on(harness, first, [mine]), nothing_on(harness, second, [theirs]))
+
+    @check("R-MULTI-3", "shares_state", "groups")
+    async def test_r_multi_3_groups_shared(self, harness: Harness) -> None:
+        """R-MULTI-3: members added through either instance get sends from either; discards apply to both."""
+        first, second = await harness.layer(), await harness.layer()
+        group, named = harness.name("group"), harness.name("member")
+        mine, theirs = await first.new_channel(), await second.new_channel()
+        await first.group_add(group, mine)
+        await second.group_add(group, theirs)
+        await second.group_add(group, named)
+        await first.group_send(group, {"round": 1})
+        for layer, channel in ((first, mine), (second, theirs), (first, named)):
+            same(await harness.receive(layer, channel), {"round": 1}, f"group message on {channel!r}")
+        await second.group_discard(group, mine)
+        await second.group_send(group, {"round": 2})
+        for layer, channel in ((second, theirs), (second, named)):
+            same(await harness.receive(layer, channel), {"round": 2}, f"group message on {channel!r}")
+        await harness.expect_nothing(first, mine, "it was discarded through the other instance")
+
+    @check("R-MULTI-4", "shares_state")
+    async def test_r_multi_4_capacity_across_instances(self, harness: Harness) -> None:
+        """R-MULTI-4: 20 concurrent sends from two instances to a channel of capacity 5: exactly 5 succeed."""
+        first, second = await harness.layer(capacity=5), await harness.layer(capacity=5)
+        channel = harness.name("shared-capacity")
+        sends = [layer.send(channel, {"i": i}) for i in range(10) for layer in (first, second)]
+        outcomes = await asyncio.gather(*sends, return_exceptions=True)
+        errors = [o for o in outcomes if o is not None and not isinstance(o, (first.ChannelFull, second.ChannelFull))]
+        assert not errors, f"sends failed with {errors[0]!r}"
+        stored = sum(o is None for o in outcomes)
+        assert stored == 5, f"{stored} of 20 concurrent sends succeeded on a channel of capacity 5"
+        await harness.receive_many(second, channel, 5)
+        await harness.expect_nothing(first, channel, "only 5 sends succeeded")
+
+    @check("R-MULTI-5", "process_target")
+    async def test_r_multi_5_real_second_process(self, harness: Harness) -> None:
+        """R-MULTI-5: another OS process echoes messages sent to its local channel, a named channel and a group."""
+        layer = await harness.layer()
+        mine, named, group = await layer.new_channel(), harness.name("process"), harness.name("process-group")
+        grouped = PROCESS_MESSAGES if "groups" in harness.extensions else 0
+        child = await _start_child(harness, mine, named, grouped)
+        try:
+            hello = await harness.receive(layer, mine, wait=harness.knobs.timeout / 2)
+            theirs = hello["channel"]
+            await send_numbered(layer, theirs, PROCESS_MESSAGES, via="local")
+            await send_numbered(layer, named, PROCESS_MESSAGES, via="named")
+            if grouped:
+                await layer.group_add(group, theirs)
+                for message in numbered(grouped, via="group"):
+                    await layer.group_send(group, message)
+            echoes = await harness.receive_many(layer, mine, 2 * PROCESS_MESSAGES + grouped)
+            expected = [*numbered(PROCESS_MESSAGES, via="local"), *numbered(PROCESS_MESSAGES, via="named")]
+            same(echoes, [{**m, "echo": True} for m in expected + numbered(grouped, via="group")], "echoes")
+            status = await asyncio.wait_for(child.wait(), harness.knobs.receive_wait)
+            assert status == 0, f"the second process exited with {status}: {await _stderr(child)}"
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} (second process stderr: {await _stderr(child)})") from None
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+
+
+async def _start_child(harness: Harness, reply_to: str, named: str, grouped: int) -> asyncio.subprocess.Process:
+    knobs = harness.knobs
+    arguments = {
+        "target": knobs.process_target, "config": dict(knobs.process_config), "reply_to": reply_to,
+        "named": named, "count": PROCESS_MESSAGES, "grouped": grouped, "timeout": knobs.timeout,
+    }
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "spec._child", json.dumps(arguments),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _stderr(child: asyncio.subprocess.Process) -> str:
+    if child.returncode is None or child.stderr is None:
+        return "(still running)"
+    text = (await child.stderr.read()).decode(errors="replace").strip()
+    return text[-2000:] or "(empty)"
+
+

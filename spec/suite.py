@@ -1,0 +1,70 @@
+"""``ConformanceSuite``: the abstract pytest class every channel layer runs unchanged.
+
+Subclass it in a test module (the subclass name must start with ``Test``) and override one fixture::
+
+    import pytest
+    from spec import ConformanceSuite
+
+    class TestMyLayer(ConformanceSuite):
+        @pytest.fixture
+        def layer_factory(self):
+            # a callable(**overrides) -> a NEW layer instance (on the same server, for shared-state layers)
+            return lambda **overrides: MyLayer(hosts=["..."], prefix="spec-tests", **overrides)
+
+What the suite may assume about the layer comes from the layer class's ``spec_knobs`` dict (see
+:class:`spec.harness.Knobs`), overridable by a ``spec_knobs`` dict on the subclass.  Checks whose capability is
+missing (an extension, ``shares_state``, ``process_target``) are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+
+from .checks.basics import ApiChecks, MessageChecks, NameChecks
+from .checks.delivery import CancelChecks, DeliveryChecks, ProcessChecks
+from .checks.groups import GroupChecks
+from .checks.lifecycle import CloseChecks, FlushChecks, SyncChecks
+from .checks.limits import CapacityChecks, ExpiryChecks, GroupExpiryChecks
+from .checks.multi import MultiChecks
+from .harness import Harness, Knobs
+from .target import LayerFactory
+
+__all__ = ["ConformanceSuite"]
+
+
+class ConformanceSuite(
+    ApiChecks,
+    NameChecks,
+    MessageChecks,
+    DeliveryChecks,
+    ProcessChecks,
+    CapacityChecks,
+    ExpiryChecks,
+    GroupChecks,
+    GroupExpiryChecks,
+    FlushChecks,
+    CloseChecks,
+    CancelChecks,
+    SyncChecks,
+    MultiChecks,
+):
+    """Every check of ``SPEC.md``.  Not collected itself (its name does not start with ``Test``)."""
+
+    #: Knob overrides for this subclass, applied over the layer class's ``spec_knobs``.
+    spec_knobs: ClassVar[dict[str, Any]] = {}
+
+    @pytest.fixture
+    def layer_factory(self) -> LayerFactory:
+        """Override: return a callable(**overrides) that makes a new layer instance."""
+        raise NotImplementedError(f"{type(self).__name__} must override the layer_factory fixture")
+
+    @pytest.fixture
+    def harness(self, layer_factory: LayerFactory, request: pytest.FixtureRequest) -> Harness:
+        probe = layer_factory()
+        knobs = Knobs.resolve(getattr(type(probe), "spec_knobs", None), type(self).spec_knobs)
+        harness = Harness(layer_factory, knobs, seed=request.node.nodeid, probe=probe)
+        marker = request.node.get_closest_marker("spec_needs")
+        harness.skip_unless(marker.args if marker else ())
+        return harness
