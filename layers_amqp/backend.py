@@ -43,7 +43,7 @@ IDLE_GRACE = 0.5
 
 @dataclass
 class _Subscription:
-    """The consumer of one process queue (and of its side queue for overflowed membership records)."""
+    """The consumers of one process queue and of the process's group inbox."""
 
     queue: str
     items: deque[bytes] = field(default_factory=deque)
@@ -198,25 +198,27 @@ class AMQPBackend(Backend):
         await self.link.ready()
         self._cancel_consumers(sub)
         generation = self.link.ctl_generation
-        name, side = self.top.queue(sub.queue), self.top.side_queue(sub.queue)
+        name, inbox = self.top.queue(sub.queue), self.top.group_inbox(sub.queue)
         await self._ensure_channels({sub.queue: self.capacity_for(sub.queue)})
-        await self._ensure_side(sub.queue)
+        await self._ensure_inbox(sub.queue)
         await self._rebind(sub.queue)
 
         def on_message(_ch: Any, method: Any, props: spec.BasicProperties, body: bytes) -> None:
             self._on_delivery(sub, method, props, body)
 
-        tags = [await self.link.consume(name, on_message), await self.link.consume(side, on_message)]
+        tags = [await self.link.consume(name, on_message), await self.link.consume(inbox, on_message)]
         if generation != self.link.ctl_generation:  # the channel was lost while subscribing: retry next pop
             return
         sub.tags, sub.generation = tags, generation
         if self._keepalive is None:
             self._keepalive = self.link.loop.create_task(self._keep_alive(), name="layers-amqp-keepalive")
 
-    async def _ensure_side(self, queue: str) -> None:
-        side = self.top.side_queue(queue)
-        if side not in self._declared:
-            await self._declare(side, self.top.side_args())
+    async def _ensure_inbox(self, proc: str) -> None:
+        self._sync_caches()
+        inbox = self.top.group_inbox(proc)
+        last = self._declared.get(inbox)
+        if last is None or time.monotonic() - last > self._refresh_after(proc):
+            await self._declare(inbox, self.top.inbox_args())
 
     def _on_delivery(self, sub: _Subscription, method: Any, props: spec.BasicProperties, body: bytes) -> None:
         if props.type == RECORD_TYPE:
@@ -247,7 +249,7 @@ class AMQPBackend(Backend):
         if self._bound_generation == self.link.generation:
             return
         for key in self.directory.live_groups():
-            await self.link.bind(self.top.queue(queue), GROUP_EXCHANGE, key)
+            await self.link.bind(self.top.group_inbox(queue), GROUP_EXCHANGE, key)
         self._bound_generation = self.link.generation
 
     async def _keep_alive(self) -> None:
@@ -258,8 +260,7 @@ class AMQPBackend(Backend):
             for queue in list(self._subs):
                 try:
                     await self._ensure_channels({queue: self.capacity_for(queue)})
-                    self._declared.pop(self.top.side_queue(queue), None)
-                    await self._ensure_side(queue)
+                    await self._ensure_inbox(queue)
                 except Exception as exc:  # the reader reconnects; try again next period
                     log.debug("keep-alive of %r failed: %s", queue, exc)
 
@@ -268,19 +269,22 @@ class AMQPBackend(Backend):
     async def _pop_named(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         name = self.top.queue(queue)
         give_up = time.monotonic() + timeout
+        items: list[bytes] = []
         while True:
             await self.link.ready()
             await self._ensure_channels({queue: self.capacity_for(queue)})
-            items: list[bytes] = []
-            while len(items) < limit:
-                body = await self.link.get(name)
-                if body is None:
-                    break
-                items.append(body)
-            remaining = give_up - time.monotonic()
-            if items or remaining <= 0:
-                return items
-            await self._wait_doorbell(name, remaining)
+            try:
+                while len(items) < limit:
+                    body = await self.link.get(name)
+                    if body is None:
+                        break
+                    items.append(body)
+                remaining = give_up - time.monotonic()
+                if items or remaining <= 0:
+                    return items
+                await self._wait_doorbell(name, remaining)
+            except ChannelError as exc:  # deleted under us (a flush elsewhere): declare it again
+                self._forget(name, exc)
 
     async def _wait_doorbell(self, name: str, timeout: float) -> None:
         """Wait until ``name`` probably holds a message, without taking it (so any reader may get it)."""
@@ -302,6 +306,12 @@ class AMQPBackend(Backend):
         finally:
             self._doorbells.pop(tag, None)
 
+    def _forget(self, name: str, exc: ChannelError) -> None:
+        """A call found ``name`` missing: it must be declared again (any other channel error is a bug)."""
+        if exc.code != 404:
+            raise BackendUnavailable(f"AMQP call on {name!r} failed: {exc}") from exc
+        self._declared.pop(name, None)
+
     # -- consumer loss ----------------------------------------------------------------------------------------
 
     def _on_lost(self) -> None:
@@ -321,7 +331,7 @@ class AMQPBackend(Backend):
             if tag in sub.tags:
                 self._cancel_consumers(sub)
                 self._declared.pop(self.top.queue(sub.queue), None)
-                self._declared.pop(self.top.side_queue(sub.queue), None)
+                self._declared.pop(self.top.group_inbox(sub.queue), None)
                 self.directory.clear()  # the queue held our memberships (bindings): they went with it
                 sub.arrived.set()
 
@@ -333,26 +343,28 @@ class AMQPBackend(Backend):
         if proc is None:
             await self._add_named_member(group, channel, deadline)
             return
+        inbox = self.top.group_inbox(proc)
         for _ in range(3):
-            await self._ensure_channels({proc: self.capacity_for(proc)})
-            await self.link.bind(self.top.queue(proc), GROUP_EXCHANGE, self.top.group_key(group))
+            await self._ensure_inbox(proc)
+            try:
+                await self.link.bind(inbox, GROUP_EXCHANGE, self.top.group_key(group))
+            except ChannelError as exc:
+                self._forget(inbox, exc)
+                continue
             if await self._record(proc, pack_record(ADD, self.top.group_key(group), channel, deadline), deadline):
                 return
         raise BackendUnavailable(f"AMQP queue for {channel!r} keeps disappearing")
 
     async def _record(self, proc: str, record: bytes, deadline: float) -> bool:
-        """Publish a membership record to the process queue; False if that queue does not exist."""
+        """Publish a membership record to the process's group inbox; False if the inbox does not exist."""
         props = spec.BasicProperties(type=RECORD_TYPE, expiration=record_ttl_ms(deadline))
-        name = self.top.queue(proc)
-        outcome = (await self._confirmed([self.link.publish("", name, record, props, True)]))[0]
+        inbox = self.top.group_inbox(proc)
+        outcome = (await self._confirmed([self.link.publish("", inbox, record, props, True)]))[0]
         if outcome is None:
-            self._declared.pop(name, None)
+            self._declared.pop(inbox, None)
             return False
-        if outcome is False:  # the queue is full: the side queue has no limit (see groups.py on ordering)
-            await self._ensure_side(proc)
-            side = self.top.side_queue(proc)
-            if not (await self._confirmed([self.link.publish("", side, record, props, True)]))[0]:
-                raise BackendUnavailable(f"could not store a group membership record for {proc!r}")
+        if outcome is False:  # the inbox has no length limit: only a broker in trouble nacks
+            raise BackendUnavailable(f"the broker refused a group membership record for {proc!r}")
         return True
 
     async def _add_named_member(self, group: str, channel: str, deadline: float) -> None:
@@ -377,7 +389,7 @@ class AMQPBackend(Backend):
             await self.link.delete(self.top.member_queue(group, channel))
             return
         record = pack_record(DISCARD, self.top.group_key(group), channel, 0.0)
-        # A missing queue has no members to discard; the binding stays until the queue goes (see README).
+        # A missing inbox has no members to discard; the binding stays until the inbox goes (see README).
         await self._record(proc, record, time.time() + self.top.group_expiry)
 
     async def group_members(self, group: str) -> list[str]:

@@ -1,11 +1,15 @@
 """Group membership of process channels, kept by the process that owns them.
 
-``group_add(group, "specific.abc!x")`` from any process binds the process queue ``specific.abc!`` to the group's
-routing key and then publishes a membership *record* into that same queue.  The owner reads records and messages
-from one FIFO queue, so a record always arrives before any group message sent after ``group_add`` returned: the
-owner's :class:`Directory` is exactly as current as the messages it resolves.  A group message therefore costs
-one publish whatever the group size, reaches each member process once, and the owner turns it into one bundle
-for its live local members (expired memberships are skipped here, which is how ``group_expiry`` is enforced).
+``group_add(group, "specific.abc!x")`` from any process binds that process's *group inbox* (a queue beside its
+process queue) to the group's routing key and then publishes a membership *record* into the inbox.  The owner reads
+records and group messages from that one FIFO queue, so a record is applied before any group message sent after
+``group_add`` returned, and a discard before any sent after ``group_discard`` returned: the owner's
+:class:`Directory` is exactly as current as the messages it resolves.  A group message therefore costs one
+publish whatever the group size, reaches each member process once, and the owner turns it into one bundle for its
+live local members (lapsed memberships are skipped here, which is how ``group_expiry`` is enforced).
+
+The inbox has no length limit, so records are never refused and never take a process channel's capacity; group
+messages in it expire after ``expiry`` like any message.
 """
 
 from __future__ import annotations

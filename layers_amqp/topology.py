@@ -37,9 +37,10 @@ class Topology:
         """The routing key of ``group`` on :data:`GROUP_EXCHANGE`."""
         return f"{self.prefix}:{group}"
 
-    def side_queue(self, queue: str) -> str:
-        """Where group membership records go when a process queue is full (channel names never hold ':')."""
-        return f"{self.prefix}:{queue}:ctl"
+    def group_inbox(self, queue: str) -> str:
+        """A process's group inbox: membership records and group messages, in one FIFO, with no length limit
+        (channel names never hold ':', so this never names a channel)."""
+        return f"{self.prefix}:{queue}:groups"
 
     def member_queue(self, group: str, channel: str) -> str:
         """The membership queue of a named channel in a group (its existence *is* the membership)."""
@@ -82,7 +83,7 @@ class Topology:
         expires = self.named_expires_ms if "!" not in queue else self.process_expires_ms
         return {"x-max-length": capacity, "x-overflow": "reject-publish", "x-expires": expires}
 
-    def side_args(self) -> dict[str, Any]:
+    def inbox_args(self) -> dict[str, Any]:
         return {"x-expires": self.process_expires_ms}
 
     def member_args(self, channel_queue: str) -> dict[str, Any]:
