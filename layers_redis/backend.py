@@ -1,10 +1,10 @@
 """The Redis backend: moves the core's items to and from Redis shards.
 
-Keys: a queue is the list ``<prefix>:q:<queue>``, a group the sorted set ``<prefix>:g:<group>`` (member ->
-membership deadline in ms).  Queues and groups are placed on shards by jump consistent hashing of their name; a
-process queue (``specific.abc!``) is one queue, so every send to ``specific.abc!xyz`` and the receive for it meet
-on the same shard by construction.  Every script touches exactly one key, so in a Redis Cluster each runs in one
-slot.
+Keys: a queue is the list ``<prefix>:q:{<queue>}`` with its waiting readers in ``<prefix>:r:{<queue>}`` (the
+same hash tag, so one script may touch both in a Redis Cluster), a group is the sorted set ``<prefix>:g:<group>``
+(member -> membership deadline in ms).  Queues and groups are placed on shards by jump consistent hashing of their
+name; a process queue (``specific.abc!``) is one queue, so every send to ``specific.abc!xyz`` and the receive for
+it meet on the same shard by construction.  Every script touches one slot.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 from layers.backend import Backend, Push
 
-from .connection import Shard
+from .connection import ScriptCall, Shard, make_shard
 from .hosts import HostSpec
-from .scripts import GROUP_ADD, GROUP_MEMBERS, POP, PUSH, Script, frame, unframe
+from .scripts import GROUP_ADD, GROUP_MEMBERS, PUSH, frame, unframe
 from .sharding import shard_of
 
 __all__ = ["RedisBackend"]
@@ -33,16 +33,18 @@ class RedisBackend(Backend):
     min_expiry = 0.1
 
     def __init__(self, hosts: Sequence[HostSpec], prefix: str, timeout: float, max_connections: int) -> None:
-        self.shards = [Shard(spec, timeout, max_connections) for spec in hosts]
+        self.shards = [make_shard(spec, timeout, max_connections) for spec in hosts]
         self.prefix = prefix
-        self._queue_prefix = f"{prefix}:q:"
         self._group_prefix = f"{prefix}:g:"
 
     def shard_for(self, name: str) -> Shard:
         return self.shards[shard_of(name, len(self.shards))]
 
     def queue_key(self, queue: str) -> str:
-        return self._queue_prefix + queue
+        return f"{self.prefix}:q:{{{queue}}}"
+
+    def readers_key(self, queue: str) -> str:
+        return f"{self.prefix}:r:{{{queue}}}"
 
     def group_key(self, group: str) -> str:
         return self._group_prefix + group
@@ -51,14 +53,14 @@ class RedisBackend(Backend):
 
     async def push(self, pushes: Sequence[Push]) -> list[bool]:
         now_ms = int(time.time() * 1000)
-        calls: dict[int, list[tuple[Script, str, Sequence[Any]]]] = {}
+        calls: dict[int, list[ScriptCall]] = {}
         positions: dict[int, list[int]] = {}
         shards = len(self.shards)
         for position, push in enumerate(pushes):
             index = shard_of(push.queue, shards)
             ttl_ms = max(int(push.deadline * 1000) - now_ms, 0) + KEY_TTL_SLACK_MS
             args = (now_ms, push.capacity, frame(push.deadline, push.item), ttl_ms)
-            calls.setdefault(index, []).append((PUSH, self.queue_key(push.queue), args))
+            calls.setdefault(index, []).append((PUSH, (self.queue_key(push.queue), self.readers_key(push.queue)), args))
             positions.setdefault(index, []).append(position)
         stored = [False] * len(pushes)
         for index, results in await _gather({i: self.shards[i].run_scripts("send", c) for i, c in calls.items()}):
@@ -67,11 +69,7 @@ class RedisBackend(Backend):
         return stored
 
     async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
-        shard, key = self.shard_for(queue), self.queue_key(queue)
-        if timeout > 0:
-            elements = await shard.blocking_pop(key, limit, timeout)
-        else:
-            elements = await shard.run_script(POP, key, int(time.time() * 1000), limit)
+        elements = await self.shard_for(queue).pop(self.queue_key(queue), self.readers_key(queue), limit, timeout)
         return [unframe(element) for element in elements]
 
     # -- groups --------------------------------------------------------------------------------------------
@@ -79,20 +77,20 @@ class RedisBackend(Backend):
     async def group_add(self, group: str, channel: str, deadline: float) -> None:
         deadline_ms = int(deadline * 1000)
         ttl_ms = max(deadline_ms - int(time.time() * 1000), 0) + KEY_TTL_SLACK_MS
-        await self.shard_for(group).run_script(GROUP_ADD, self.group_key(group), channel, deadline_ms, ttl_ms)
+        await self.shard_for(group).run_script(GROUP_ADD, (self.group_key(group),), channel, deadline_ms, ttl_ms)
 
     async def group_discard(self, group: str, channel: str) -> None:
         await self.shard_for(group).execute("ZREM", self.group_key(group), channel)
 
     async def group_members(self, group: str) -> list[str]:
         now_ms = int(time.time() * 1000)
-        members = await self.shard_for(group).run_script(GROUP_MEMBERS, self.group_key(group), now_ms)
+        members = await self.shard_for(group).run_script(GROUP_MEMBERS, (self.group_key(group),), now_ms)
         return [member.decode() for member in members]
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        pattern = _glob_escape(self.prefix) + ":[qg]:*"
+        pattern = _glob_escape(self.prefix) + ":[qgr]:*"
         for shard in self.shards:
             await shard.scan_delete(pattern)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-__all__ = ["GROUP_ADD", "GROUP_MEMBERS", "HEADER", "POP", "PUSH", "Script", "frame", "unframe"]
+__all__ = ["ARM", "GROUP_ADD", "GROUP_MEMBERS", "HEADER", "POP", "PUSH", "Script", "frame", "unframe"]
 
 HEADER = 15  # digits of the deadline (ms) in front of every element
 
@@ -47,23 +47,57 @@ while head and tonumber(string.sub(head, 1, 15)) < now do
 end
 """
 
-# KEYS[1] queue; ARGV: now ms, capacity, framed element, key TTL ms.  Returns 1 if stored, 0 if full.
-# The TTL only ever grows, so the key outlives its newest item and then vanishes by itself if nobody reads it.
+# KEYS[1] queue, KEYS[2] its readers list; ARGV: now ms, capacity, framed element, key TTL ms.
+# Returns 1 if stored or handed over, 0 if full.  When the queue is empty and a reader is waiting (a token in
+# KEYS[2]: lease deadline + its SUBSCRIBE channel, one token per item it can take), the element is PUBLISHed to
+# that reader instead of stored: no pop round trip.  PUBLISH answers how many subscribers got it, so a token of a
+# reader that went away is skipped and the element is stored as usual.  The queue's TTL only ever grows, so the
+# key outlives its newest item and then vanishes by itself if nobody reads it.
 PUSH = Script("push", _TRIM + """
-if redis.call('LLEN', key) >= tonumber(ARGV[2]) then return 0 end
+local length = redis.call('LLEN', key)
+if length >= tonumber(ARGV[2]) then return 0 end
+if length == 0 then
+  local token = redis.call('LPOP', KEYS[2])
+  while token do
+    if tonumber(string.sub(token, 1, 15)) >= now
+        and redis.call('PUBLISH', string.sub(token, 16), ARGV[3]) > 0 then
+      return 1
+    end
+    token = redis.call('LPOP', KEYS[2])
+  end
+end
 redis.call('RPUSH', key, ARGV[3])
 local ttl = tonumber(ARGV[4])
 if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 return 1
 """)
 
-# KEYS[1] queue; ARGV: now ms, limit.  Returns up to ``limit`` unexpired elements from the head, removed.
+# KEYS[1] queue, KEYS[2] readers; ARGV: now ms, limit.  Up to ``limit`` unexpired elements from the head, removed.
 POP = Script("pop", _TRIM + """
 if not head then return {} end
 local n = tonumber(ARGV[2])
 local items = redis.call('LRANGE', key, 0, n - 1)
 redis.call('LTRIM', key, n, -1)
 return items
+""")
+
+# KEYS[1] queue, KEYS[2] readers; ARGV: now ms, limit, new token, previous token (or ''), readers TTL ms.
+# Withdraws the reader's previous token, then pops up to ``limit`` elements; if there are none, registers
+# ``limit`` tokens so the next pushes are handed over by PUBLISH.
+ARM = Script("arm", _TRIM + """
+if ARGV[4] ~= '' then redis.call('LREM', KEYS[2], 0, ARGV[4]) end
+local n = tonumber(ARGV[2])
+if head then
+  local items = redis.call('LRANGE', key, 0, n - 1)
+  redis.call('LTRIM', key, n, -1)
+  return items
+end
+local tokens = {}
+for i = 1, n do tokens[i] = ARGV[3] end
+redis.call('RPUSH', KEYS[2], unpack(tokens))
+local ttl = tonumber(ARGV[5])
+if redis.call('PTTL', KEYS[2]) < ttl then redis.call('PEXPIRE', KEYS[2], ttl) end
+return {}
 """)
 
 # KEYS[1] group zset (member -> membership deadline ms); ARGV: channel, deadline ms, key TTL ms.

@@ -66,11 +66,11 @@ def test_keys_expire_on_the_server(shared_url: str, shared_client: redis.Redis, 
         await layer.close()
 
     run(scenario())
-    queue_ttl = shared_client.pttl(f"{prefix}:q:ttl")
+    queue_ttl = shared_client.pttl(f"{prefix}:q:{{ttl}}")
     group_ttl = shared_client.pttl(f"{prefix}:g:g")
     assert 25_000 < queue_ttl <= 30_000 + KEY_TTL_SLACK_MS
     assert 115_000 < group_ttl <= 120_000 + KEY_TTL_SLACK_MS
-    shared_client.delete(f"{prefix}:q:ttl", f"{prefix}:g:g")
+    shared_client.delete(f"{prefix}:q:{{ttl}}", f"{prefix}:g:g")
 
 
 def test_group_expiry_and_full_members(shared_url: str, prefix: str) -> None:

@@ -1,0 +1,228 @@
+"""A shard that is one server (or the master a Sentinel names): two connections per event loop in all.
+
+Commands share one auto-pipelined :class:`~layers_redis.wire.CommandLink`.  Receiving uses no blocking command:
+a reader with nothing to read *arms* its queue (the ARM script registers ``limit`` tokens naming its SUBSCRIBE
+channel), and the next pushes to that empty queue are PUBLISHed straight to it.  A busy consumer therefore
+costs the server no pop round trip at all, and a queue that fills up while nobody is armed is popped in batches.
+
+Tokens carry a lease (their deadline), so tokens of a reader that vanished expire; a push also skips a token whose
+PUBLISH reached nobody.  Items handed over but not yet returned by :meth:`pop` stay in this shard's inbox for
+the next :meth:`pop`, and :meth:`close` puts them back at the head of their queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+
+from layers.errors import LayerError
+
+from .connection import UNAVAILABLE_REPLIES, ScriptCall, Shard, connection_options
+from .hosts import HostSpec
+from .scripts import ARM, POP
+from .wire import CommandLink, LinkError, ReplyError, SubscriberLink
+
+__all__ = ["DirectShard"]
+
+# A reader's tokens outlive its wait by this much (covers clock differences between processes).
+LEASE_SLACK = 2.0
+
+
+class _Inbox:
+    """One queue's reader state: its subscription channel, armed tokens and items handed over."""
+
+    def __init__(self, queue_key: str, readers_key: str, channel: bytes) -> None:
+        self.queue_key = queue_key
+        self.readers_key = readers_key
+        self.channel = channel
+        self.arrived: deque[bytes] = deque()
+        self.credits = 0  # tokens registered on the server and not yet used
+        self.token = b""
+        self.lease_until = 0.0  # monotonic
+        self.waiter: asyncio.Future[None] | None = None
+
+    def take(self, limit: int) -> list[bytes]:
+        return [self.arrived.popleft() for _ in range(min(limit, len(self.arrived)))]
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def disarm(self) -> None:
+        self.credits = 0
+        self.wake()
+
+
+class DirectShard(Shard):
+    def __init__(self, spec: HostSpec, timeout: float) -> None:
+        super().__init__(spec, timeout)
+        self.pool = _make_pool(spec, timeout)
+        self.commands = CommandLink(self.pool, timeout, spec.label)
+        self.subscriber = SubscriberLink(self.pool, timeout, spec.label, self._deliver, self._lost)
+        self._inboxes: dict[str, _Inbox] = {}
+        self._by_channel: dict[bytes, _Inbox] = {}
+        self._name = uuid.uuid4().hex[:16]
+
+    # -- commands ------------------------------------------------------------------------------------------
+
+    async def _call(self, what: str, *args: Any) -> Any:
+        try:
+            reply = await self.commands.call(*args)
+        except LinkError as exc:
+            raise self.unavailable(what, exc) from exc
+        if isinstance(reply, ReplyError):
+            self._raise_reply(what, reply)
+        return reply
+
+    def _raise_reply(self, what: str, reply: ReplyError) -> None:
+        if str(reply).split(" ", 1)[0] in UNAVAILABLE_REPLIES:
+            # e.g. READONLY after a failover: reconnect, which asks the Sentinel for the new master.
+            self.commands.fail(LinkError(str(reply)))
+            raise self.unavailable(what, reply)
+        raise LayerError(f"Redis {self.spec.label}: {what} failed: {reply}")
+
+    async def execute(self, *args: Any) -> Any:
+        return await self._call(str(args[0]), *args)
+
+    async def run_scripts(self, what: str, calls: Sequence[ScriptCall]) -> list[Any]:
+        try:
+            futures = [self.commands.call("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls]
+            results = list(await asyncio.gather(*futures))
+        except LinkError as exc:
+            raise self.unavailable(what, exc) from exc
+        missing = [i for i, r in enumerate(results) if isinstance(r, ReplyError) and str(r).startswith("NOSCRIPT")]
+        if missing:  # the server lost its scripts (restart, SCRIPT FLUSH): every EVALSHA failed without running
+            for script in {calls[i][0] for i in missing}:
+                await self._call("SCRIPT LOAD", "SCRIPT", "LOAD", script.source)
+            retried = await self.run_scripts(what, [calls[i] for i in missing])
+            for i, result in zip(missing, retried, strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, ReplyError):
+                self._raise_reply(what, result)
+        return results
+
+    # -- receiving -----------------------------------------------------------------------------------------
+
+    async def pop(self, queue_key: str, readers_key: str, limit: int, timeout: float) -> list[bytes]:
+        if timeout <= 0:
+            return list(await self.run_script(POP, (queue_key, readers_key), _now_ms(), limit))
+        inbox = self._inbox(queue_key, readers_key)
+        if not inbox.arrived and (inbox.credits <= 0 or time.monotonic() >= inbox.lease_until - LEASE_SLACK):
+            popped = await self._arm(inbox, limit, timeout)
+            if popped:
+                return popped
+        if not inbox.arrived:
+            await self._wait(inbox, min(timeout, inbox.lease_until - LEASE_SLACK - time.monotonic()))
+        return inbox.take(limit)
+
+    def _inbox(self, queue_key: str, readers_key: str) -> _Inbox:
+        inbox = self._inboxes.get(queue_key)
+        if inbox is None:
+            channel = f"{readers_key}:{self._name}".encode()
+            inbox = self._inboxes[queue_key] = self._by_channel[channel] = _Inbox(queue_key, readers_key, channel)
+        return inbox
+
+    async def _arm(self, inbox: _Inbox, limit: int, timeout: float) -> list[bytes]:
+        """Pop what the queue holds, or register ``limit`` tokens and wait for pushes to be handed over."""
+        try:
+            await self.subscriber.subscribe(inbox.channel)
+        except (LinkError, OSError, asyncio.TimeoutError) as exc:
+            raise self.unavailable("subscribe", exc) from exc
+        now = _now_ms()
+        lease = timeout + LEASE_SLACK
+        token = b"%015d" % (now + int(lease * 1000)) + inbox.channel
+        popped = await self.run_script(ARM, (inbox.queue_key, inbox.readers_key), now, limit, token, inbox.token,
+                                       int(lease * 1000) + 1000)
+        inbox.token = token
+        if popped:
+            inbox.credits = 0  # the script withdrew our previous tokens and registered none
+            return list(popped)
+        inbox.credits = limit
+        inbox.lease_until = time.monotonic() + lease
+        return []
+
+    async def _wait(self, inbox: _Inbox, timeout: float) -> None:
+        inbox.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(inbox.waiter, max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            inbox.waiter = None
+
+    def _deliver(self, channel: bytes, element: bytes) -> None:
+        inbox = self._by_channel.get(channel)
+        if inbox is None:  # cannot happen: we only subscribe to our inboxes' channels
+            return
+        inbox.arrived.append(element)
+        inbox.credits -= 1
+        inbox.wake()
+
+    def _lost(self) -> None:
+        """The subscriber connection died: whatever was armed is void; readers re-arm (and resubscribe)."""
+        for inbox in self._inboxes.values():
+            inbox.disarm()
+
+    # -- flush and lifecycle -------------------------------------------------------------------------------
+
+    async def scan_delete(self, pattern: str) -> int:
+        deleted, cursor = 0, b"0"
+        while True:
+            cursor, keys = await self._call("flush", "SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            if keys:
+                deleted += await self._call("flush", "UNLINK", *keys)
+            if cursor in (b"0", 0):
+                return deleted
+
+    async def close(self) -> None:
+        """Withdraw our tokens, collect what was already handed over, put it back at the head of its queue."""
+        armed = [inbox for inbox in self._inboxes.values() if inbox.token]
+        with contextlib.suppress(Exception):
+            if armed and self.commands.connected:
+                await asyncio.gather(*(self._call("close", "LREM", i.readers_key, 0, i.token) for i in armed))
+                await self.subscriber.unsubscribe_all()  # every PUBLISH before our LREMs has now arrived
+            leftovers = [inbox for inbox in self._inboxes.values() if inbox.arrived]
+            if leftovers and self.commands.connected:
+                await asyncio.gather(*(self._call("close", "LPUSH", i.queue_key, *reversed(i.arrived))
+                                       for i in leftovers))
+        for inbox in self._inboxes.values():
+            inbox.arrived.clear()
+            inbox.disarm()
+        self._inboxes.clear()
+        self._by_channel.clear()
+        await self.commands.close()
+        await self.subscriber.close()
+        with contextlib.suppress(Exception):
+            await self.pool.disconnect()
+
+    def abandon(self) -> None:
+        self.commands.abandon()
+        self.subscriber.abandon()
+        self._inboxes.clear()
+        self._by_channel.clear()
+
+
+def _make_pool(spec: HostSpec, timeout: float) -> aioredis.ConnectionPool:
+    """A redis-py pool used only to open connections (it resolves URLs, TLS, AUTH, the Sentinel master)."""
+    options = connection_options(spec, timeout)
+    if spec.kind == "sentinel":
+        sentinel_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **spec.sentinel_kwargs}
+        sentinel = Sentinel(spec.nodes, sentinel_kwargs=sentinel_kwargs, **options)  # type: ignore[no-untyped-call]
+        pool: aioredis.ConnectionPool = sentinel.master_for(str(spec.master_name)).connection_pool
+        return pool
+    if spec.url is not None:
+        return aioredis.ConnectionPool.from_url(spec.url, **options)
+    return aioredis.ConnectionPool(**options)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
