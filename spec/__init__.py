@@ -8,6 +8,7 @@
 
 from .harness import Harness, Knobs
 from .requirements import requirements
+from .runner import SuiteRun, run_report, run_suite
 from .suite import ConformanceSuite
 
-__all__ = ["ConformanceSuite", "Harness", "Knobs", "requirements"]
+__all__ = ["ConformanceSuite", "Harness", "Knobs", "SuiteRun", "requirements", "run_report", "run_suite"]

@@ -220,8 +220,10 @@ def _mark(test: Callable[..., None], requirement: str, needs: tuple[str, ...]) -
     unknown = [need for need in needs if need not in CAPABILITIES]
     if unknown:
         raise ValueError(f"unknown capabilities {unknown} in a check of {requirement}")
-    marked = pytest.mark.requirement(requirement)(test)
-    return pytest.mark.spec_needs(*needs)(marked) if needs else marked
+    marked: Callable[..., None] = pytest.mark.requirement(requirement)(test)
+    if needs:
+        marked = pytest.mark.spec_needs(*needs)(marked)
+    return marked
 
 
 def check(requirement: str, *needs: str) -> Callable[[AsyncCheck], Callable[..., None]]:

@@ -137,7 +137,7 @@ class ProcessChecks:
         readers = [asyncio.create_task(harness.receive_many(layer, channel, 8)) for channel in channels]
         await asyncio.sleep(0)
         await _send_schedule(layer, schedule[40:])
-        for channel, received in zip(channels, await asyncio.gather(*readers)):
+        for channel, received in zip(channels, await asyncio.gather(*readers), strict=True):
             same(received, [{"to": channel, "i": i} for i in range(8)], f"messages on {channel!r}")
         await nothing_on(harness, layer, channels)
 
@@ -240,7 +240,7 @@ async def _drain(harness: Harness, layer: Any, channel: str, got: list[int], cou
 
 
 def _first_disorder(received: list[int]) -> str:
-    for position, (got, want) in enumerate(zip(received, range(len(received)))):
+    for position, (got, want) in enumerate(zip(received, range(len(received)), strict=True)):
         if got != want:
             return f"position {position} holds message {got}, expected {want}: {received[position:position + 10]}"
     return f"{len(received)} messages received"

@@ -96,7 +96,8 @@ class CloseChecks:
         channels, _ = await _stored_everywhere(harness, layer)
         await layer.close()
         for channel in channels:
-            same(await harness.receive(layer, channel), {"stored": True}, f"message stored before close() on {channel!r}")
+            received = await harness.receive(layer, channel)
+            same(received, {"stored": True}, f"message stored before close() on {channel!r}")
         await _round_trip(harness, layer, channels, "after close")
 
     @KINDS

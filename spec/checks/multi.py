@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..harness import Harness, check
-from .common import nothing_on, numbered, same, send_numbered
+from .common import is_full, nothing_on, numbered, same, send_numbered
 from .delivery import ROOMY, competing_receivers
 
 __all__ = ["MultiChecks"]
@@ -59,7 +59,7 @@ class MultiChecks:
         channel = harness.name("shared-capacity")
         sends = [layer.send(channel, {"i": i}) for i in range(10) for layer in (first, second)]
         outcomes = await asyncio.gather(*sends, return_exceptions=True)
-        errors = [o for o in outcomes if o is not None and not isinstance(o, (first.ChannelFull, second.ChannelFull))]
+        errors = [o for o in outcomes if isinstance(o, BaseException) and not is_full(first, o)]
         assert not errors, f"sends failed with {errors[0]!r}"
         stored = sum(o is None for o in outcomes)
         assert stored == 5, f"{stored} of 20 concurrent sends succeeded on a channel of capacity 5"
