@@ -135,7 +135,8 @@ def _start_site(backend: str, url: str, logdir: Path, stack: list[Proc]) -> Site
     env = dict(os.environ)
     env.update(
         CHANNEL_LAYER_URL=url,
-        DJANGO_SETTINGS_MODULE="chat_site.settings",
+        # Another settings module (importable through $PYTHONPATH) can swap in a peer layer to compare with.
+        DJANGO_SETTINGS_MODULE=os.environ.get("LAYERS_E2E_SETTINGS", "chat_site.settings"),
         DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
         # The example, then this checkout's packages (what the test process imports too, whatever is installed).
         PYTHONPATH=os.pathsep.join([str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
