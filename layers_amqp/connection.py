@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,9 @@ class ChannelError(Exception):
     def __init__(self, code: int, text: str) -> None:
         super().__init__(f"{code} {text}")
         self.code = code
+        # RabbitMQ names the queue at fault: "NOT_FOUND - no queue 'x' in vhost '/'"
+        found = re.search(r"queue '(.*?)' in vhost", text)
+        self.queue = found.group(1) if found else None
 
 
 class Link:
@@ -282,8 +286,19 @@ class Link:
         assert self._ctl is not None
         return self._ctl
 
-    async def call(self, start: Callable[[Channel, Callable[[Any], None]], Any]) -> Any:
-        """Run one synchronous AMQP method on ``ctl``: ``start(channel, done)`` sends it, ``done`` gets the reply."""
+    async def call(self, start: Callable[[Channel, Callable[[Any], None]], Any], queue: str) -> Any:
+        """Run one synchronous AMQP method about ``queue`` on ``ctl``: ``start(channel, done)`` sends it and
+        ``done`` gets the reply.  A channel error caused by another call (it names another queue) closed the
+        channel under this one too: that is not this call's failure, so it runs again on the reopened channel."""
+        while True:
+            try:
+                return await self._call_once(start)
+            except ChannelError as exc:
+                if exc.queue is not None and exc.queue != queue:
+                    continue
+                raise
+
+    async def _call_once(self, start: Callable[[Channel, Callable[[Any], None]], Any]) -> Any:
         ctl = await self._ctl_channel()
         future: asyncio.Future[Any] = self.loop.create_future()
         self._rpcs.add(future)
@@ -305,17 +320,17 @@ class Link:
     async def declare(self, queue: str, arguments: dict[str, Any] | None, passive: bool = False) -> int:
         """Declare ``queue``; return how many ready messages it holds."""
         reply = await self.call(lambda ch, done: ch.queue_declare(
-            queue, passive=passive, arguments=arguments, callback=done))
+            queue, passive=passive, arguments=arguments, callback=done), queue)
         return int(reply.method.message_count)
 
     async def bind(self, queue: str, exchange: str, key: str) -> None:
-        await self.call(lambda ch, done: ch.queue_bind(queue, exchange, key, callback=done))
+        await self.call(lambda ch, done: ch.queue_bind(queue, exchange, key, callback=done), queue)
 
     async def unbind(self, queue: str, exchange: str, key: str) -> None:
-        await self.call(lambda ch, done: ch.queue_unbind(queue, exchange, key, callback=done))
+        await self.call(lambda ch, done: ch.queue_unbind(queue, exchange, key, callback=done), queue)
 
     async def delete(self, queue: str) -> None:
-        await self.call(lambda ch, done: ch.queue_delete(queue, callback=done))
+        await self.call(lambda ch, done: ch.queue_delete(queue, callback=done), queue)
 
     async def consume(self, queue: str, on_message: OnMessage, auto_ack: bool = True) -> str:
         """Start a consumer.  Auto-ack: delivered means taken, never redelivered, so never duplicated.  Manual
@@ -325,8 +340,8 @@ class Link:
         def start(ch: Channel, done: Callable[[Any], None]) -> None:
             tags.append(ch.basic_consume(queue, on_message, auto_ack=auto_ack, callback=done))
 
-        await self.call(start)
-        return tags[0]
+        await self.call(start, queue)
+        return tags[-1]
 
     def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer without waiting (messages already sent to us still arrive and are kept)."""
@@ -335,6 +350,15 @@ class Link:
 
     async def get(self, queue: str) -> bytes | None:
         """``basic.get`` with auto-ack: take one message from the head of ``queue``, or None when it is empty."""
+        while True:
+            try:
+                return await self._get_once(queue)
+            except ChannelError as exc:
+                if exc.queue is not None and exc.queue != queue:
+                    continue  # another call's error closed the channel: not ours, ask again
+                raise
+
+    async def _get_once(self, queue: str) -> bytes | None:
         async with self._get_lock:
             ctl = await self._ctl_channel()
             future: asyncio.Future[bytes | None] = self.loop.create_future()
