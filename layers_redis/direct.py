@@ -34,6 +34,9 @@ __all__ = ["DirectShard"]
 
 # A reader's tokens outlive its wait by this much (covers clock differences between processes).
 LEASE_SLACK = 2.0
+# An armed reader re-arms after this long without arrivals, so a token count gone wrong (a lost PUBLISH) can
+# only delay an item stored meanwhile by this much.  Costs an idle reader one round trip per period.
+ARMED_WAIT = 1.0
 
 
 class _Inbox:
@@ -45,6 +48,8 @@ class _Inbox:
         self.channel = channel
         self.arrived: deque[bytes] = deque()
         self.credits = 0  # tokens registered on the server and not yet used
+        self.generation = 0  # which ARM the current tokens come from (arrivals name theirs)
+        self.used = 0  # arrivals for the current generation
         self.token = b""
         self.lease_until = 0.0  # monotonic
         self.waiter: asyncio.Future[None] | None = None
@@ -138,15 +143,18 @@ class DirectShard(Shard):
         except (LinkError, OSError, asyncio.TimeoutError) as exc:
             raise self.unavailable("subscribe", exc) from exc
         now = _now_ms()
-        lease = timeout + LEASE_SLACK
-        token = b"%015d" % (now + int(lease * 1000)) + inbox.channel
+        lease = min(timeout, ARMED_WAIT) + LEASE_SLACK
+        inbox.generation = (inbox.generation + 1) % 1_000_000
+        inbox.used = 0
+        token = b"%015d%06d" % (now + int(lease * 1000), inbox.generation) + inbox.channel
         popped = await self.run_script(ARM, (inbox.queue_key, inbox.readers_key), now, limit, token, inbox.token,
                                        int(lease * 1000) + 1000)
         inbox.token = token
         if popped:
             inbox.credits = 0  # the script withdrew our previous tokens and registered none
             return list(popped)
-        inbox.credits = limit
+        # Pushes may have used some tokens already (their PUBLISH can arrive before this reply).
+        inbox.credits = limit - inbox.used
         inbox.lease_until = time.monotonic() + lease
         return []
 
@@ -159,12 +167,14 @@ class DirectShard(Shard):
         finally:
             inbox.waiter = None
 
-    def _deliver(self, channel: bytes, element: bytes) -> None:
+    def _deliver(self, channel: bytes, data: bytes) -> None:
         inbox = self._by_channel.get(channel)
         if inbox is None:  # cannot happen: we only subscribe to our inboxes' channels
             return
-        inbox.arrived.append(element)
-        inbox.credits -= 1
+        inbox.arrived.append(data[6:])
+        if int(data[:6]) == inbox.generation:  # a token of an earlier ARM does not use a current one
+            inbox.used += 1
+            inbox.credits -= 1
         inbox.wake()
 
     def _lost(self) -> None:
