@@ -31,8 +31,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         terminalreporter.write_line(
             f"{row['backend']:<11} {row['clients']} clients x {row['messages']} messages "
             f"({row['deliveries']} deliveries): all delivered in {row['seconds']:.2f}s "
-            f"(median client {row['median_client_seconds']:.2f}s; last on daphne {row['daphne_clients_seconds']:.2f}s, "
-            f"on uvicorn {row['uvicorn_clients_seconds']:.2f}s; "
+            f"(median client {row['median_client_seconds']:.2f}s; last on {row['server_a']} "
+            f"{row['server_a_clients_seconds']:.2f}s, on {row['server_b']} {row['server_b_clients_seconds']:.2f}s; "
             f"{row['deliveries'] / row['seconds']:.0f} deliveries/s)"
         )
     path = os.environ.get("LAYERS_E2E_REPORT")
