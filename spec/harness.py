@@ -43,7 +43,7 @@ class Knobs:
     min_expiry: float = 1.0
     #: A layer URL or dotted class path another OS process can use to reach the same state (None: skip).
     process_target: str | None = None
-    #: Options for ``process_target`` when it is a dotted class path.
+    #: Options for the second process's layer (``from_url`` overrides, or constructor keywords for a class path).
     process_config: Mapping[str, Any] = field(default_factory=dict)
     #: Seconds one check may take before it fails as hung.
     timeout: float = 20.0

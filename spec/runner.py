@@ -7,6 +7,7 @@ import io
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from .harness import Knobs
 from .report import RequirementCollector, RequirementResult, render
 from .suite import ConformanceSuite
-from .target import LayerFactory, is_url, make_factory
+from .target import LayerFactory, describe, make_factory
 
 __all__ = ["SuiteRun", "run_report", "run_suite"]
 
@@ -50,12 +51,12 @@ class SuiteRun:
 
 
 def run_suite(
-    target: str,
+    target: str | LayerFactory,
     config: Mapping[str, Any] | None = None,
     knobs: Mapping[str, Any] | None = None,
     pytest_args: Sequence[str] = (),
 ) -> SuiteRun:
-    """Run the whole conformance suite against ``target`` (a layer URL or a dotted class path).
+    """Run the whole conformance suite against ``target`` (a layer URL, a dotted class path or a class).
 
     ``config`` is passed to every layer (URL: as ``from_url`` overrides; class: as constructor keywords);
     ``knobs`` override the layer class's ``spec_knobs``.  When the layer shares state and no ``process_target``
@@ -68,11 +69,11 @@ def run_suite(
     collector = RequirementCollector()
     started = time.monotonic()
     status, output = _run_pytest(suite, collector, pytest_args)
-    return SuiteRun(target, resolved, collector.results(), status, output, time.monotonic() - started)
+    return SuiteRun(describe(target), resolved, collector.results(), status, output, time.monotonic() - started)
 
 
 def run_report(
-    target: str,
+    target: str | LayerFactory,
     config: Mapping[str, Any] | None = None,
     knobs: Mapping[str, Any] | None = None,
     out: TextIO | None = None,
@@ -81,7 +82,7 @@ def run_report(
     """Run the suite against ``target``, print the requirement-by-requirement report; return the exit status."""
     stream = out or sys.stdout
     run = run_suite(target, config, knobs, pytest_args)
-    print(f"Conformance of {target} to the channel-layer spec (spec/SPEC.md)", file=stream)
+    print(f"Conformance of {run.target} to the channel-layer spec (spec/SPEC.md)", file=stream)
     print(f"knobs: {run.knobs.describe()}", file=stream)
     print("", file=stream)
     for line in render(run.results):
@@ -93,13 +94,13 @@ def run_report(
 
 
 def _knobs_for(
-    target: str, config: Mapping[str, Any] | None, factory: LayerFactory, knobs: Mapping[str, Any] | None
+    target: str | LayerFactory, config: Mapping[str, Any] | None, factory: LayerFactory, knobs: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     chosen = dict(knobs or {})
     declared = Knobs.resolve(getattr(type(factory()), "spec_knobs", None), chosen)
-    if declared.shares_state and "process_target" not in chosen:
+    if declared.shares_state and "process_target" not in chosen and isinstance(target, str):
         chosen["process_target"] = target
-        if config and not is_url(target):
+        if config:
             chosen.setdefault("process_config", dict(config))
     return chosen
 
@@ -117,7 +118,8 @@ def _run_pytest(suite: type, collector: RequirementCollector, extra: Sequence[st
     output = io.StringIO()
     try:
         with tempfile.TemporaryDirectory(prefix="layers-spec-") as tmp:
-            module = Path(tmp) / "test_conformance_target.py"
+            # A new module name per run: pytest caches imported test modules by name within a process.
+            module = Path(tmp) / f"test_conformance_{uuid.uuid4().hex[:12]}.py"
             module.write_text(_MODULE)
             (Path(tmp) / "pytest.ini").write_text("[pytest]\n")
             args = [str(module), "-q", "-p", "no:cacheprovider", "--import-mode=importlib", f"--rootdir={tmp}",

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["LayerFactory", "is_url", "load_class", "make_factory"]
+__all__ = ["LayerFactory", "describe", "is_url", "load_class", "make_factory"]
 
 #: ``factory(**overrides)`` returns a new layer instance.
 LayerFactory = Callable[..., Any]
@@ -27,12 +27,21 @@ def load_class(path: str) -> Any:
         raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
 
 
-def make_factory(target: str, config: Mapping[str, Any] | None = None) -> LayerFactory:
-    """A factory for ``target``: ``layers.from_url(url, **config, **overrides)`` or ``Class(**config, **overrides)``."""
+def make_factory(target: str | LayerFactory, config: Mapping[str, Any] | None = None) -> LayerFactory:
+    """A factory for ``target``: ``layers.from_url(url, **config, **overrides)``, or ``Class(**config, **overrides)``
+    for a dotted class path or a class (any callable returning a layer) given directly."""
     base = dict(config or {})
-    if is_url(target):
+    if isinstance(target, str) and is_url(target):
         from layers import from_url
 
-        return lambda **overrides: from_url(target, **{**base, **overrides})
-    cls = load_class(target)
+        url = target
+        return lambda **overrides: from_url(url, **{**base, **overrides})
+    cls = load_class(target) if isinstance(target, str) else target
     return lambda **overrides: cls(**{**base, **overrides})
+
+
+def describe(target: str | LayerFactory) -> str:
+    """How a target is shown in reports."""
+    if isinstance(target, str):
+        return target
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"

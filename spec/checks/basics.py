@@ -198,7 +198,7 @@ class MessageChecks:
         local = await layer.new_channel()
         for message in ({}, {"text": "hi"}, {"type": "chat.message", "text": "typed"}):
             for target in (channel, local):
-                await layer.send(target, message)
+                await layer.send(target, copy.deepcopy(message))
                 same(await harness.receive(layer, target), message, f"message on {target!r}")
         await nothing_on(harness, layer, [channel, local])
 

@@ -149,11 +149,13 @@ class CancelChecks:
         """R-CANCEL-1: receives cancelled before or right after a send never swallow the message."""
         layer = await harness.layer()
         channel = await harness.channel(layer, kind)
-        for i in range(20):
+        for i in range(30):
             pending = asyncio.create_task(layer.receive(channel))
             await asyncio.sleep(harness.rng.choice([0, 0.001, 0.01]))
             if i % 2:  # the message may already be on its way to the cancelled receive
                 await layer.send(channel, {"i": i})
+                for _ in range(i // 2 % 4):  # ... or inside it, a few steps further
+                    await asyncio.sleep(0)
             pending.cancel()
             got = await _result_or_none(pending)
             if i % 2 == 0:
