@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -47,11 +46,16 @@ class _Subscription:
 
     queue: str
     items: deque[bytes] = field(default_factory=deque)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    waiter: asyncio.Future[None] | None = None  # the pop waiting for a delivery
     tags: list[str] = field(default_factory=list)
     generation: int = -1  # Link.ctl_generation the consumers were created in
     popping: int = 0
+    last_pop: float = 0.0  # monotonic time the latest pop returned
     idle_timer: asyncio.TimerHandle | None = None
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class AMQPBackend(Backend):
@@ -184,15 +188,23 @@ class AMQPBackend(Backend):
                 if sub.generation != self.link.ctl_generation:
                     await self._subscribe(sub)
                 if not sub.items:
-                    sub.arrived.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(sub.arrived.wait(), timeout)
+                    await self._wait_delivery(sub, timeout)
             return [sub.items.popleft() for _ in range(min(limit, len(sub.items)))]
         finally:
             sub.popping -= 1
-            if sub.idle_timer is not None:
-                sub.idle_timer.cancel()
-            sub.idle_timer = self.link.loop.call_later(IDLE_GRACE, self._maybe_idle, sub)
+            sub.last_pop = time.monotonic()
+            if sub.idle_timer is None:
+                sub.idle_timer = self.link.loop.call_later(IDLE_GRACE, self._maybe_idle, sub)
+
+    async def _wait_delivery(self, sub: _Subscription, timeout: float) -> None:
+        # A bare future and a timer: cheaper than wait_for(Event.wait()), which makes a task per pop.
+        waiter = sub.waiter = self.link.loop.create_future()
+        timer = self.link.loop.call_later(timeout, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            sub.waiter = None
 
     async def _subscribe(self, sub: _Subscription) -> None:
         await self.link.ready()
@@ -230,12 +242,17 @@ class AMQPBackend(Backend):
                 return
             body = resolved
         sub.items.append(body)
-        sub.arrived.set()
+        sub.wake()
 
     def _maybe_idle(self, sub: _Subscription) -> None:
         """Nobody popped for a while: stop the consumer so messages wait (and count) on the broker."""
         sub.idle_timer = None
-        if not sub.popping and sub.tags:
+        if sub.popping or not sub.tags:
+            return
+        quiet = time.monotonic() - sub.last_pop
+        if quiet < IDLE_GRACE:
+            sub.idle_timer = self.link.loop.call_later(IDLE_GRACE - quiet, self._maybe_idle, sub)
+        else:
             self._cancel_consumers(sub)
 
     def _cancel_consumers(self, sub: _Subscription) -> None:
@@ -317,7 +334,7 @@ class AMQPBackend(Backend):
     def _on_lost(self) -> None:
         for sub in self._subs.values():
             sub.tags, sub.generation = [], -1
-            sub.arrived.set()  # wake pops so they re-subscribe
+            sub.wake()  # the pop re-subscribes
         for rang in self._doorbells.values():
             if not rang.done():
                 rang.set_result(None)
@@ -333,7 +350,7 @@ class AMQPBackend(Backend):
                 self._declared.pop(self.top.queue(sub.queue), None)
                 self._declared.pop(self.top.group_inbox(sub.queue), None)
                 self.directory.clear()  # the queue held our memberships (bindings): they went with it
-                sub.arrived.set()
+                sub.wake()
 
     # -- groups ----------------------------------------------------------------------------------------------
 
@@ -434,11 +451,17 @@ class AMQPBackend(Backend):
         for sub in self._subs.values():
             if sub.idle_timer is not None:
                 sub.idle_timer.cancel()
+                sub.idle_timer = None
         await self.link.close()
 
     def abandon(self) -> None:
         self._keepalive = None
         self.link.abandon()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _ttl(deadline: float, now: float) -> spec.BasicProperties:

@@ -47,6 +47,43 @@ class ChannelError(Exception):
         self.queue = found.group(1) if found else None
 
 
+class _Connection(AsyncioConnection):  # type: ignore[misc]
+    """pika writes every frame (three per publish) with its own ``send`` system call; this gathers everything
+    written during one event-loop iteration into one write, which is what makes many publishes in flight cheap."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._outgoing: list[bytes] = []
+        self._flush_loop: asyncio.AbstractEventLoop = kwargs["custom_ioloop"]
+        super().__init__(*args, **kwargs)
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        if not self._outgoing:
+            self._flush_loop.call_soon(self._flush_outgoing)
+        self._outgoing.append(data)
+
+    def _flush_outgoing(self) -> None:
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        transport = getattr(self, "_transport", None)
+        if not data or transport is None:
+            return
+        sock = getattr(transport, "_sock", None)
+        if (type(transport).__name__ == "_AsyncPlaintextTransport" and sock is not None
+                and getattr(transport, "_state", None) == getattr(transport, "_STATE_ACTIVE", 0)
+                and transport.get_write_buffer_size() == 0):
+            # Nothing queued: send right away instead of arming a write watcher for the next loop iteration
+            # (two epoll updates and one more iteration per write).  What the kernel does not take goes through
+            # pika's own buffered path, which also reports socket errors.
+            try:
+                data = data[sock.send(data):]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                pass  # pika's transport sees the same error on its next read or write and closes cleanly
+        if data:
+            transport.write(data)
+
+
 class Link:
     """A self-healing connection: call :meth:`ready` before using :meth:`publish` or the ``ctl`` helpers."""
 
@@ -125,8 +162,8 @@ class Link:
         def on_open_error(_conn: AsyncioConnection, exc: BaseException) -> None:
             _fail(opened, exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
 
-        conn = AsyncioConnection(self.params, on_open, on_open_error, self._on_connection_closed,
-                                 custom_ioloop=self.loop)
+        conn = _Connection(self.params, on_open, on_open_error, self._on_connection_closed,
+                           custom_ioloop=self.loop)
         self._conn = conn
         await asyncio.wait_for(opened, self.timeout)
         pub = await self._open_channel(conn)
