@@ -41,6 +41,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "chat"
 TASK_CHANNEL = "chat-tasks"
+WORKER_ARGV = [sys.executable, "manage.py", "runworker", TASK_CHANNEL]
 
 # backend id -> (package, layer class, shared-service URL, default port)
 BACKENDS = {
@@ -60,11 +61,11 @@ BURST_BOUND_SECONDS = 60.0  # generous: a healthy backend needs a few seconds on
 class Proc:
     """A subprocess in its own session, logging to a file; ``stop`` ends the whole process group."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name = name
-        self.log = logdir / f"{name}.log"
-        with open(self.log, "wb") as log:
-            self.popen = subprocess.Popen(argv, cwd=EXAMPLE, env=env, stdout=log, stderr=subprocess.STDOUT,
+        self.log = log
+        with open(log, "wb") as out:
+            self.popen = subprocess.Popen(argv, cwd=EXAMPLE, env=env, stdout=out, stderr=subprocess.STDOUT,
                                           start_new_session=True)
         self.pid = self.popen.pid
 
@@ -93,14 +94,22 @@ class Proc:
 
 @dataclass
 class Site:
+    """The two servers and the worker of one backend; every process ever started is in ``procs`` (for teardown)."""
+
     backend: str
     url: str
+    env: dict[str, str]
+    logdir: Path
+    procs: list[Proc]
     a: Proc  # daphne
     b: Proc  # uvicorn (or a second daphne)
     worker: Proc
     port_a: int
     port_b: int
-    env: dict[str, str]
+
+    def start_worker(self) -> Proc:
+        self.worker = _spawn(self.procs, "worker", WORKER_ARGV, self.env, self.logdir)
+        return self.worker
 
     def processes(self) -> list[Proc]:
         return [self.a, self.b, self.worker]
@@ -112,6 +121,11 @@ class Site:
     def check_alive(self) -> None:
         dead = [p.name for p in self.processes() if not p.alive()]
         assert not dead, f"{', '.join(dead)} exited on {self.backend}:\n{self.logs()}"
+
+
+def _spawn(procs: list[Proc], name: str, argv: list[str], env: dict[str, str], logdir: Path) -> Proc:
+    procs.append(proc := Proc(name, argv, env, logdir / f"{len(procs)}-{name}.log"))
+    return proc
 
 
 def _with_prefix(url: str, prefix: str) -> str:
@@ -131,7 +145,7 @@ def _skip_unless_ready(backend: str) -> str:
     return url
 
 
-def _start_site(backend: str, url: str, logdir: Path, stack: list[Proc]) -> Site:
+def _start_site(backend: str, url: str, logdir: Path, procs: list[Proc]) -> Site:
     env = dict(os.environ)
     env.update(
         CHANNEL_LAYER_URL=url,
@@ -142,26 +156,19 @@ def _start_site(backend: str, url: str, logdir: Path, stack: list[Proc]) -> Site
         PYTHONPATH=os.pathsep.join([str(EXAMPLE), str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         PYTHONUNBUFFERED="1",
     )
-    python = sys.executable
-    port_a, port_b = free_port(), free_port()
+    python, app = sys.executable, "chat_site.asgi:application"
+    port_a = port_b = free_port()
     while port_b == port_a:
         port_b = free_port()
-    app = "chat_site.asgi:application"
-
-    def start(name: str, argv: list[str]) -> Proc:
-        proc = Proc(name, argv, env, logdir)
-        stack.append(proc)
-        return proc
-
-    a = start("daphne", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port_a), app])
+    a = _spawn(procs, "daphne", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port_a), app], env, logdir)
     if importlib.util.find_spec("uvicorn"):
-        b = start("uvicorn", [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port_b),
-                              "--lifespan", "off", "--no-access-log", app])
+        b = _spawn(procs, "uvicorn", [python, "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port_b),
+                                      "--lifespan", "off", "--no-access-log", app], env, logdir)
     else:
-        b = start("daphne-b", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port_b), app])
-    worker = start("worker", [python, "manage.py", "runworker", TASK_CHANNEL])
-    site = Site(backend, url, a, b, worker, port_a, port_b, env)
-    for proc, port in ((a, port_a), (b, port_b)):
+        b = _spawn(procs, "daphne-b", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port_b), app], env, logdir)
+    worker = _spawn(procs, "worker", WORKER_ARGV, env, logdir)
+    site = Site(backend, url, env, logdir, procs, a, b, worker, port_a, port_b)
+    for proc, port in ((site.a, site.port_a), (site.b, site.port_b)):
         try:
             wait_for_port(port, timeout=60)
         except TimeoutError:
@@ -364,6 +371,33 @@ def test_worker_receives_and_answers_tasks(site: Site) -> None:
                 assert frame["server"] == site.worker.pid
             await asker_b.wait_for(lambda f: f.get("type") == "result", count=2)
             assert len(asker_a.matching(lambda f: f.get("type") == "result")) == 1  # replies are not broadcast
+
+    _run(site, scenario())
+    site.check_alive()
+
+
+def test_tasks_queued_while_the_worker_is_down_reach_the_next_worker(site: Site) -> None:
+    """A worker deploy: tasks sent while no worker runs wait in the named channel for the new one."""
+
+    def is_result(frame: dict[str, Any]) -> bool:
+        return frame.get("type") == "result"
+
+    async def scenario() -> None:
+        async with clients(site, "deploy", 1, 1) as members:
+            asker_a, asker_b = members
+            old = site.worker
+            await asyncio.to_thread(old.stop)
+            await asyncio.sleep(0.5)  # let the server notice the old worker's connection is gone
+            await asker_a.send(action="task", task="upper", text="queued on A", id="q-a")
+            await asker_b.send(action="task", task="reverse", text="queued on B", id="q-b")
+            await asyncio.sleep(1.0)
+            assert not asker_a.matching(is_result) and not asker_b.matching(is_result), "answered with no worker?"
+            new = await asyncio.to_thread(site.start_worker)
+            [result_a] = await asker_a.wait_for(is_result, timeout=30)
+            [result_b] = await asker_b.wait_for(is_result, timeout=30)
+            assert (result_a["result"], result_a["worker"]) == ("QUEUED ON A", new.pid), result_a
+            assert (result_b["result"], result_b["worker"]) == ("B no deueuq", new.pid), result_b
+            assert new.pid != old.pid
 
     _run(site, scenario())
     site.check_alive()
