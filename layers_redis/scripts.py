@@ -50,8 +50,9 @@ end
 # KEYS[1] queue, KEYS[2] its readers list; ARGV: now ms, capacity, framed element, key TTL ms.
 # Returns 1 if stored or handed over, 0 if full.  When the queue is empty and a reader is waiting (a token in
 # KEYS[2]: 15-digit lease deadline, 6-digit arm generation, its SUBSCRIBE channel; one token per item it can take),
-# the element is PUBLISHed to that reader, prefixed by the generation, instead of stored: no pop round trip.  PUBLISH answers how many subscribers got it, so a token of a
-# reader that went away is skipped and the element is stored as usual.  The queue's TTL only ever grows, so the
+# the element is PUBLISHed to that reader, prefixed by the generation, instead of stored: no pop round trip.
+# PUBLISH answers how many subscribers got it, so a token of a reader that went away is skipped and the element
+# is stored as usual.  The queue's TTL only ever grows, so the
 # key outlives its newest item and then vanishes by itself if nobody reads it.
 PUSH = Script("push", _TRIM + """
 local length = redis.call('LLEN', key)

@@ -142,9 +142,14 @@ class CommandLink(_Link):
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         if not self._batch:
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush_later)
         self._batch.append((args, future))
         return future
+
+    def _flush_later(self) -> None:
+        # One more loop iteration before writing: a receiver re-arming right after a delivery and the next send
+        # of a producer then usually share one write (measured: 1.7 -> 1.0 writes per message send+receive).
+        asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         if not self._batch:
