@@ -48,6 +48,8 @@ class AMQPChannelLayer(BackendChannelLayer):
         self.timeout = float(timeout)
         self.ssl_context = ssl_context
         self._params = _parameters(url, ssl_context, self.timeout)
+        # Shown by `rabbitmqctl list_connections client_properties`: whose connection is this.
+        self._params.client_properties = {"connection_name": f"layers-amqp {self.prefix} {self.client_prefix}"}
         parts = urlsplit(url)
         self._where = f"{parts.hostname or 'localhost'}:{parts.port or self._params.port}{parts.path or '/'}"
         self.topology = Topology(self.prefix, self.expiry, self.group_expiry)
