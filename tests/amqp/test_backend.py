@@ -243,7 +243,6 @@ def test_unreachable_broker_raises_backend_unavailable_in_time() -> None:
 
 def test_works_as_a_channels_backend(url: str, prefix: str) -> None:
     from channels.layers import ChannelLayerManager
-
     from django.test import override_settings
 
     config = {"BACKEND": "layers_amqp.AMQPChannelLayer", "CONFIG": {"url": url, "prefix": prefix}}

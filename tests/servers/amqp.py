@@ -6,6 +6,7 @@ touches the shared broker other tests use.  ``ctl(...)`` runs ``rabbitmqctl`` ag
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -81,8 +82,6 @@ class RabbitNode(ServerProcess):
 
     def stop(self, cleanup: bool = True) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(Exception):  # else fall back to signals
                 self.ctl("stop", timeout=30)
-            except Exception:  # fall back to signals
-                pass
         super().stop(cleanup)
