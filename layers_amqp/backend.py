@@ -72,11 +72,13 @@ class AMQPBackend(Backend):
         self._generation = 0  # Link.generation the caches above belong to
         self._subs: dict[str, _Subscription] = {}
         self._doorbells: dict[str, asyncio.Future[None]] = {}
-        self._bound_generation = 0
+        self._bound: dict[str, int] = {}  # process queue -> Link.generation its groups were re-bound in
         self._keepalive: asyncio.Task[None] | None = None
         self._warned: set[str] = set()
         link.on_lost = self._on_lost
         link.on_cancelled = self._on_cancelled
+        link.on_reconnected = self._on_reconnected
+        self._restoring: asyncio.Task[None] | None = None
 
     # -- push ------------------------------------------------------------------------------------------------
 
@@ -158,14 +160,15 @@ class AMQPBackend(Backend):
             return
         registry = self.top.registry
         if registry not in self._registered:
-            await self._declare_plain(registry, self.top.registry_args())
+            await self._declare_durable(registry, self.top.registry_args())
             self._registered[registry] = now
-        self.link.publish("", registry, name.encode(), None, False)  # confirm not awaited: best effort
+        # Persistent in a durable queue: member queues are durable too and must stay findable after a restart.
+        self.link.publish("", registry, name.encode(), _PERSISTENT, False)  # confirm not awaited: best effort
         self._registered[name] = now
 
-    async def _declare_plain(self, name: str, arguments: dict[str, Any]) -> None:
+    async def _declare_durable(self, name: str, arguments: dict[str, Any]) -> None:
         try:
-            await self.link.declare(name, arguments)
+            await self.link.declare(name, arguments, durable=True)
         except ChannelError as exc:
             if exc.code != 406:
                 raise BackendUnavailable(f"declaring AMQP queue {name!r} failed: {exc}") from exc
@@ -237,7 +240,7 @@ class AMQPBackend(Backend):
             self.directory.apply(body)
             return
         if method.exchange == GROUP_EXCHANGE:
-            resolved = self.directory.resolve(method.routing_key, body)
+            resolved = self.directory.resolve(method.routing_key, body, sub.queue)
             if resolved is None:
                 return
             body = resolved
@@ -263,11 +266,11 @@ class AMQPBackend(Backend):
     async def _rebind(self, queue: str) -> None:
         """After a (re)connection, re-bind the groups this process's members belong to (the broker may have
         lost the queue and its bindings)."""
-        if self._bound_generation == self.link.generation:
+        if self._bound.get(queue) == self.link.generation:
             return
-        for key in self.directory.live_groups():
+        for key in self.directory.live_groups(queue):
             await self.link.bind(self.top.group_inbox(queue), GROUP_EXCHANGE, key)
-        self._bound_generation = self.link.generation
+        self._bound[queue] = self.link.generation
 
     async def _keep_alive(self) -> None:
         """Keep our process queues from expiring while this process lives, even when nobody receives."""
@@ -339,6 +342,21 @@ class AMQPBackend(Backend):
             if not rang.done():
                 rang.set_result(None)
 
+    def _on_reconnected(self) -> None:
+        if self._subs and (self._restoring is None or self._restoring.done()):
+            self._restoring = self.link.loop.create_task(self._restore(), name="layers-amqp-restore")
+
+    async def _restore(self) -> None:
+        """After a reconnection (maybe a broker restart that lost every non-durable queue), re-declare our
+        process queues and re-bind our groups at once, not only when someone next receives."""
+        try:
+            for queue in list(self._subs):
+                await self._ensure_channels({queue: self.capacity_for(queue)})
+                await self._ensure_inbox(queue)
+                await self._rebind(queue)
+        except Exception as exc:  # the next pop retries
+            log.debug("restoring AMQP queues after reconnecting failed: %s", exc)
+
     def _on_cancelled(self, tag: str) -> None:
         """The broker cancelled a consumer: its queue was deleted (a flush, maybe by another process)."""
         rang = self._doorbells.get(tag)
@@ -388,13 +406,14 @@ class AMQPBackend(Backend):
         await self._ensure_channels({channel: self.capacity_for(channel)})
         member = self.top.member_queue(group, channel)
         arguments = self.top.member_args(self.top.queue(channel))
+        # Durable, so the membership survives a broker restart; re-declaring renews its x-expires.
         try:
-            await self.link.declare(member, arguments)  # re-declaring renews its x-expires: the membership
+            await self.link.declare(member, arguments, durable=True)
         except ChannelError as exc:  # declared with another group_expiry: replace it
             if exc.code != 406:
                 raise BackendUnavailable(f"declaring AMQP queue {member!r} failed: {exc}") from exc
             await self.link.delete(member)
-            await self.link.declare(member, arguments)
+            await self.link.declare(member, arguments, durable=True)
         await self.link.bind(member, GROUP_EXCHANGE, self.top.group_key(group))
         self._registered.pop(member, None)
         await self._register(member)
@@ -429,7 +448,7 @@ class AMQPBackend(Backend):
     async def flush(self) -> None:
         await self.link.ready()
         registry = self.top.registry
-        await self._declare_plain(registry, self.top.registry_args())
+        await self._declare_durable(registry, self.top.registry_args())
         names: set[str] = set()
         while True:
             body = await self.link.get(registry)
@@ -445,6 +464,8 @@ class AMQPBackend(Backend):
             sub.items.clear()
 
     async def close(self) -> None:
+        if self._restoring is not None:
+            self._restoring.cancel()
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
@@ -457,6 +478,9 @@ class AMQPBackend(Backend):
     def abandon(self) -> None:
         self._keepalive = None
         self.link.abandon()
+
+
+_PERSISTENT = spec.BasicProperties(delivery_mode=2)
 
 
 def _settle(future: asyncio.Future[None]) -> None:

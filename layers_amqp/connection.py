@@ -98,6 +98,7 @@ class Link:
         self.ctl_generation = 0  # bumps whenever consumers were lost (new connection or new ctl channel)
         self.on_cancelled: Callable[[str], None] = lambda tag: None  # the broker cancelled a consumer
         self.on_lost: Callable[[], None] = lambda: None  # consumers are gone (connection or ctl channel lost)
+        self.on_reconnected: Callable[[], None] = lambda: None  # a new connection replaced a lost one
         self.last_error: BaseException | None = None
         self._conn: AsyncioConnection | None = None
         self._pub: Channel | None = None
@@ -179,6 +180,7 @@ class Link:
         self._up.set()
         if self.generation > 1:
             log.info("AMQP connection to %s re-established", self.where)
+            self.on_reconnected()
 
     async def _open_channel(self, conn: AsyncioConnection) -> Channel:
         opened: asyncio.Future[Channel] = self.loop.create_future()
@@ -354,10 +356,11 @@ class Link:
         if self._get is not None:
             _fail(self._get, error)
 
-    async def declare(self, queue: str, arguments: dict[str, Any] | None, passive: bool = False) -> int:
+    async def declare(self, queue: str, arguments: dict[str, Any] | None, passive: bool = False,
+                      durable: bool = False) -> int:
         """Declare ``queue``; return how many ready messages it holds."""
         reply = await self.call(lambda ch, done: ch.queue_declare(
-            queue, passive=passive, arguments=arguments, callback=done), queue)
+            queue, passive=passive, durable=durable, arguments=arguments, callback=done), queue)
         return int(reply.method.message_count)
 
     async def bind(self, queue: str, exchange: str, key: str) -> None:

@@ -66,14 +66,15 @@ class Directory:
             del self.groups[key]
         return list(members)
 
-    def live_groups(self) -> list[str]:
-        """Routing keys of groups with a live local member (to re-bind after the queue was re-created)."""
+    def live_groups(self, proc: str) -> list[str]:
+        """Routing keys of groups with a live member in process queue ``proc`` (to re-bind its inbox)."""
         now = time.time()
-        return [key for key in list(self.groups) if self.members(key, now)]
+        return [key for key in list(self.groups) if any(c.startswith(proc) for c in self.members(key, now))]
 
-    def resolve(self, key: str, item: bytes) -> bytes | None:
-        """Turn a group item into a bundle for the live local members, or None when there are none."""
-        members = self.members(key, time.time())
+    def resolve(self, key: str, item: bytes, proc: str) -> bytes | None:
+        """Turn a group item that reached ``proc``'s inbox into a bundle for that queue's live members, or None
+        when it has none (a layer may own several process queues: ``new_channel("other")``)."""
+        members = [channel for channel in self.members(key, time.time()) if channel.startswith(proc)]
         if not members:
             return None
         try:
