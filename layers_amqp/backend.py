@@ -91,6 +91,7 @@ class AMQPBackend(Backend):
             now = time.time()
             futures = [self.link.publish("", self.top.queue(pushes[i].queue), pushes[i].item,
                                          _ttl(pushes[i].deadline, now), True) for i in todo]
+            self.link.flush()  # the whole batch in one write, without waiting for the end of the loop iteration
             outcomes = await self._confirmed(futures)
             missing = []
             for i, outcome in zip(todo, outcomes, strict=True):
@@ -105,11 +106,27 @@ class AMQPBackend(Backend):
         raise BackendUnavailable("AMQP queues keep disappearing while publishing (flushed concurrently?)")
 
     async def _confirmed(self, futures: Sequence[asyncio.Future[bool | None]]) -> list[bool | None]:
+        """Wait for every confirm, at most ``timeout`` seconds (a timer, not wait_for: this is the hot path)."""
+        loop = self.link.loop
+        timed_out = False
+
+        def give_up() -> None:
+            nonlocal timed_out
+            timed_out = True
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+
+        timer = loop.call_later(self.link.timeout, give_up)
         try:
-            return await asyncio.wait_for(asyncio.gather(*futures), self.link.timeout)
-        except asyncio.TimeoutError:
+            return [await future for future in futures]
+        except asyncio.CancelledError:
+            if not timed_out:
+                raise
             raise BackendUnavailable(f"AMQP broker {self.link.where} did not confirm within "
                                      f"{self.link.timeout}s") from None
+        finally:
+            timer.cancel()
 
     # -- declarations ------------------------------------------------------------------------------------------
 
@@ -180,6 +197,14 @@ class AMQPBackend(Backend):
         if "!" in queue:
             return await self._pop_process(queue, limit, timeout)
         return await self._pop_named(queue, limit, timeout)
+
+    def pop_nowait(self, queue: str, limit: int) -> list[bytes] | None:
+        """Deliveries already received for a process queue, without a reader task (None: nothing here)."""
+        sub = self._subs.get(queue)
+        if sub is None or not sub.items:
+            return None
+        sub.last_pop = time.monotonic()
+        return [sub.items.popleft() for _ in range(min(limit, len(sub.items)))]
 
     async def _pop_process(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         sub = self._subs.get(queue)

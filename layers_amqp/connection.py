@@ -61,7 +61,13 @@ class _Connection(AsyncioConnection):  # type: ignore[misc]
             self._flush_loop.call_soon(self._flush_outgoing)
         self._outgoing.append(data)
 
+    def flush_outgoing(self) -> None:
+        """Write now what was published so far (the scheduled flush then finds nothing left)."""
+        self._flush_outgoing()
+
     def _flush_outgoing(self) -> None:
+        if not self._outgoing:
+            return
         data = b"".join(self._outgoing)
         self._outgoing.clear()
         transport = getattr(self, "_transport", None)
@@ -100,7 +106,7 @@ class Link:
         self.on_lost: Callable[[], None] = lambda: None  # consumers are gone (connection or ctl channel lost)
         self.on_reconnected: Callable[[], None] = lambda: None  # a new connection replaced a lost one
         self.last_error: BaseException | None = None
-        self._conn: AsyncioConnection | None = None
+        self._conn: _Connection | None = None
         self._pub: Channel | None = None
         self._ctl: Channel | None = None
         self._up = asyncio.Event()
@@ -267,6 +273,11 @@ class Link:
             self._tag_key[tag] = key
             self._mandatory.setdefault(key, deque()).append(tag)
         return future
+
+    def flush(self) -> None:
+        """Send everything published in this loop iteration now instead of at the end of the iteration."""
+        if self._conn is not None:
+            self._conn.flush_outgoing()
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
