@@ -302,6 +302,7 @@ class AMQPBackend(Backend):
         period = self.top.process_expires_ms / 3000
         while True:
             await asyncio.sleep(period)
+            self.directory.sweep()
             for queue in list(self._subs):
                 try:
                     await self._ensure_channels({queue: self.capacity_for(queue)})
@@ -344,12 +345,13 @@ class AMQPBackend(Backend):
 
         tag = await self.link.consume(name, on_message, auto_ack=False)
         self._doorbells[tag] = rang
+        timer = self.link.loop.call_later(timeout, _settle, rang)
         try:
-            await asyncio.wait_for(rang, timeout)
-        except asyncio.TimeoutError:
-            self.link.cancel(tag)
+            await rang
         finally:
+            timer.cancel()
             self._doorbells.pop(tag, None)
+            self.link.cancel(tag)  # no-op when it already cancelled itself
 
     def _forget(self, name: str, exc: ChannelError) -> None:
         """A call found ``name`` missing: it must be declared again (any other channel error is a bug)."""

@@ -84,6 +84,12 @@ class Directory:
             return None
         return pack_item(deadline, members, payload)
 
+    def sweep(self) -> None:
+        """Forget lapsed memberships of groups that no message resolved lately (no unbounded growth)."""
+        now = time.time()
+        for key in list(self.groups):
+            self.members(key, now)
+
     def clear(self) -> None:
         self.groups.clear()
 
