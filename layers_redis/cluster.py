@@ -18,6 +18,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from .connection import UNAVAILABLE, ScriptCall, Shard, connection_options
 from .hosts import HostSpec
+from .wire import close_without_loop
 
 __all__ = ["ClusterShard"]
 
@@ -149,13 +150,7 @@ class ClusterShard(Shard):
 
 def _drop(connection: Any) -> None:
     writer = getattr(connection, "_writer", None)
-    if writer is None:
-        return
-    try:
-        sock = getattr(writer.transport, "_sock", None)
-        if sock is not None:
-            sock.close()
-            writer.transport._sock = None  # the transport's finalizer must not close the descriptor again
-    except Exception:  # best effort: the garbage collector closes it otherwise
-        pass
+    if writer is not None:
+        with contextlib.suppress(Exception):  # best effort: the garbage collector closes it otherwise
+            close_without_loop(writer.transport)
     connection._writer = connection._reader = None

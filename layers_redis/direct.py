@@ -99,8 +99,9 @@ class DirectShard(Shard):
 
     async def run_scripts(self, what: str, calls: Sequence[ScriptCall]) -> list[Any]:
         try:
-            futures = [self.commands.call("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls]
-            results = list(await asyncio.gather(*futures))
+            commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls]
+            results = [await self.commands.call(*commands[0])] if len(commands) == 1 else \
+                await self.commands.call_many(commands)
         except LinkError as exc:
             raise self.unavailable(what, exc) from exc
         missing = [i for i, r in enumerate(results) if isinstance(r, ReplyError) and str(r).startswith("NOSCRIPT")]

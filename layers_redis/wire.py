@@ -22,7 +22,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 
-__all__ = ["CommandLink", "LinkError", "ReplyError", "SubscriberLink"]
+__all__ = ["CommandLink", "LinkError", "ReplyError", "SubscriberLink", "close_without_loop"]
 
 ReplyError = hiredis.ReplyError
 
@@ -31,24 +31,41 @@ class LinkError(ConnectionError):
     """The connection failed, closed or timed out; what was in flight has an unknown outcome."""
 
 
+class _Protocol(asyncio.Protocol):
+    """Takes over the transport redis-py opened, so replies are parsed the moment bytes arrive."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+
+    def data_received(self, data: bytes) -> None:
+        self.link._received(self, data)
+
+    def eof_received(self) -> bool:
+        return False  # let the transport close; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link._lost_connection(self, exc)
+
+
 class _Link:
-    """A connection made by a redis-py pool, read by our own task through hiredis."""
+    """A connection opened by a redis-py pool (TLS, AUTH, SELECT, Sentinel), then spoken to through hiredis."""
 
     def __init__(self, pool: aioredis.ConnectionPool, timeout: float, label: str) -> None:
         self.pool = pool
         self.timeout = timeout
         self.label = label
-        self._conn: Any = None
+        self._transport: Any = None
+        self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[Any] | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._streams: tuple[Any, Any] | None = None
         self._parser = hiredis.Reader()
 
     @property
     def connected(self) -> bool:
-        return self._conn is not None
+        return self._transport is not None
 
     async def connect(self) -> None:
-        if self._conn is not None:
+        if self._transport is not None:
             return
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._open())
@@ -68,63 +85,88 @@ class _Link:
             if isinstance(exc, asyncio.TimeoutError):
                 raise LinkError(f"connecting to {self.label} timed out") from exc
             raise
-        self._conn = conn
+        transport = conn._writer.transport
+        leftover = bytes(conn._reader._buffer)  # anything read past the handshake (normally nothing)
+        # The transport is ours now: redis-py must not touch it, and its stream objects must stay referenced
+        # (a collected StreamWriter closes its transport).
+        self._streams = (conn._reader, conn._writer)
+        conn._reader = conn._writer = None
+        if transport.is_closing():
+            raise LinkError(f"{self.label} closed the connection right after the handshake")
         self._parser = hiredis.Reader()
-        self._reader_task = asyncio.ensure_future(self._read_loop(conn))
+        self._protocol = _Protocol(self)
+        transport.set_protocol(self._protocol)
+        if not transport.is_reading():
+            transport.resume_reading()
+        self._transport = transport
+        if leftover:
+            self._received(self._protocol, leftover)
 
-    async def _read_loop(self, conn: Any) -> None:
-        error: BaseException = LinkError(f"{self.label} closed the connection")
+    def _received(self, protocol: _Protocol, data: bytes) -> None:
+        if protocol is not self._protocol:
+            return
         try:
+            self._parser.feed(data)
             while True:
-                data = await conn._reader.read(65536)
-                if not data:
-                    break
-                self._parser.feed(data)
-                while True:
-                    reply = self._parser.gets()
-                    if reply is False:
-                        break
-                    self.on_reply(reply)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            error = LinkError(f"reading from {self.label} failed: {type(exc).__name__}: {exc}")
-        if self._conn is conn:
-            self.fail(error)
+                reply = self._parser.gets()
+                if reply is False:
+                    return
+                self.on_reply(reply)
+        except hiredis.ProtocolError as exc:
+            self.fail(LinkError(f"{self.label} sent something that is not RESP: {exc}"))
+
+    def _lost_connection(self, protocol: _Protocol, exc: Exception | None) -> None:
+        if protocol is self._protocol:
+            reason = f": {exc}" if exc else ""
+            self.fail(LinkError(f"{self.label} closed the connection{reason}"))
 
     def write(self, payload: bytes) -> None:
-        self._conn._writer.write(payload)
+        self._transport.write(payload)
 
     def on_reply(self, reply: Any) -> None:
         raise NotImplementedError
 
     def fail(self, error: BaseException) -> None:
         """Drop the connection; subclasses also fail what waited on it."""
-        conn, self._conn = self._conn, None
-        task, self._reader_task = self._reader_task, None
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-        if conn is not None:
+        transport, self._transport, self._protocol = self._transport, None, None
+        if transport is not None:
             with contextlib.suppress(Exception):
-                conn._writer.transport.abort()
-            conn._reader = conn._writer = None
+                transport.abort()
+        self._streams = None
 
     async def close(self) -> None:
         self.fail(LinkError(f"the link to {self.label} was closed"))
 
     def abandon(self) -> None:
         """The loop is gone: close the socket without the loop, forget everything."""
-        conn, self._conn = self._conn, None
-        self._reader_task = self._connecting = None
-        if conn is not None and conn._writer is not None:
-            transport = conn._writer.transport
-            inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None) or transport
-            sock = getattr(inner, "_sock", None)
-            if sock is not None:
-                with contextlib.suppress(Exception):
-                    sock.close()
-                    inner._sock = None  # the transport's finalizer must not close the descriptor again
-            conn._reader = conn._writer = None
+        transport, self._transport, self._protocol, self._connecting = self._transport, None, None, None
+        self._streams = None
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                close_without_loop(transport)
+
+
+def close_without_loop(transport: Any) -> None:
+    """Close a transport's socket directly and mark it closing, so no finalizer touches the closed loop."""
+    inner = getattr(getattr(transport, "_ssl_protocol", None), "_transport", None) or transport
+    for each in {id(transport): transport, id(inner): inner}.values():
+        sock = getattr(each, "_sock", None)
+        if sock is not None:
+            sock.close()
+            each._sock = None  # its finalizer must not close the descriptor a second time
+        each._closing = each._closed = True  # is_closing() is then true: StreamWriter's finalizer leaves it
+
+
+class _Waiting:
+    """Replies expected for one caller: one command, or a batch answered as a list."""
+
+    __slots__ = ("count", "future", "replies", "sent_at")
+
+    def __init__(self, future: asyncio.Future[Any], count: int) -> None:
+        self.future = future
+        self.count = count  # 0: a single command, answered by its reply itself
+        self.replies: list[Any] = []
+        self.sent_at = 0.0
 
 
 class CommandLink(_Link):
@@ -132,19 +174,26 @@ class CommandLink(_Link):
 
     def __init__(self, pool: aioredis.ConnectionPool, timeout: float, label: str) -> None:
         super().__init__(pool, timeout, label)
-        self._batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._in_flight: deque[tuple[float, asyncio.Future[Any]]] = deque()
+        self._batch: list[tuple[list[bytes], _Waiting]] = []
+        self._in_flight: deque[_Waiting] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
         self._connect_task: asyncio.Future[None] | None = None
 
     def call(self, *args: Any) -> asyncio.Future[Any]:
         """Queue a command; the future resolves to its reply (a ReplyError instance for an error reply)."""
+        return self._queue([hiredis.pack_command(args)], 0)
+
+    def call_many(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
+        """Queue several commands, sent together; the future resolves to the list of their replies."""
+        return self._queue([hiredis.pack_command(args) for args in commands], len(commands))
+
+    def _queue(self, packed: list[bytes], count: int) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        waiting = _Waiting(loop.create_future(), count)
         if not self._batch:
             loop.call_soon(self._flush_later)
-        self._batch.append((args, future))
-        return future
+        self._batch.append((packed, waiting))
+        return waiting.future
 
     def _flush_later(self) -> None:
         # One more loop iteration before writing: a receiver re-arming right after a delivery and the next send
@@ -154,16 +203,19 @@ class CommandLink(_Link):
     def _flush(self) -> None:
         if not self._batch:
             return
-        if self._conn is None:
+        if self._transport is None:
             if self._connecting is None and self._connect_task is None:
                 self._connect_task = asyncio.ensure_future(self._connect_then_flush())
             return
         batch, self._batch = self._batch, []
         now = time.monotonic()
-        payload = b"".join(hiredis.pack_command(args) for args, _ in batch)
-        self._in_flight.extend((now, future) for _, future in batch)
+        payload: list[bytes] = []
+        for packed, waiting in batch:
+            payload.extend(packed)
+            waiting.sent_at = now
+            self._in_flight.append(waiting)
         try:
-            self.write(payload)
+            self.write(b"".join(payload))
         except Exception as exc:
             self.fail(LinkError(f"writing to {self.label} failed: {exc}"))
             return
@@ -178,9 +230,9 @@ class CommandLink(_Link):
             batch, self._batch = self._batch, []
             error = exc if isinstance(exc, LinkError) else LinkError(
                 f"cannot connect to {self.label}: {type(exc).__name__}: {exc}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            for _, waiting in batch:
+                if not waiting.future.done():
+                    waiting.future.set_exception(error)
             return
         self._connect_task = None
         self._flush()
@@ -189,7 +241,7 @@ class CommandLink(_Link):
         self._watchdog = None
         if not self._in_flight:
             return
-        oldest = self._in_flight[0][0]
+        oldest = self._in_flight[0].sent_at
         if time.monotonic() - oldest >= self.timeout:
             self.fail(LinkError(f"{self.label} did not answer within {self.timeout}s"))
         else:
@@ -197,23 +249,29 @@ class CommandLink(_Link):
                                                                    self._check_timeout)
 
     def on_reply(self, reply: Any) -> None:
-        _, future = self._in_flight.popleft()
-        if not future.done():
-            future.set_result(reply)
+        waiting = self._in_flight[0]
+        if waiting.count:
+            waiting.replies.append(reply)
+            if len(waiting.replies) < waiting.count:
+                return
+            reply = waiting.replies
+        self._in_flight.popleft()
+        if not waiting.future.done():
+            waiting.future.set_result(reply)
 
     def fail(self, error: BaseException) -> None:
         super().fail(error)
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        waiting = [future for _, future in self._in_flight]
+        failed = list(self._in_flight)
         self._in_flight.clear()
-        if self._conn is None and self._connecting is None:
-            waiting += [future for _, future in self._batch]
+        if self._connecting is None and self._connect_task is None:
+            failed += [waiting for _, waiting in self._batch]
             self._batch = []
-        for future in waiting:
-            if not future.done():
-                future.set_exception(error)
+        for waiting in failed:
+            if not waiting.future.done():
+                waiting.future.set_exception(error)
 
 
 class SubscriberLink(_Link):
