@@ -29,6 +29,7 @@ from layers.errors import BackendUnavailable
 from layers.names import process_part
 
 from .connection import ChannelError, Link
+from .declarations import Declarations
 from .groups import ADD, DISCARD, RECORD_TYPE, Directory, pack_record, record_ttl_ms
 from .topology import GROUP_EXCHANGE, Topology
 
@@ -67,14 +68,11 @@ class AMQPBackend(Backend):
         self.top = topology
         self.capacity_for = capacity_for
         self.directory = directory
-        self._declared: dict[str, float] = {}  # AMQP queue -> monotonic time of our last declare
-        self._registered: dict[str, float] = {}  # AMQP queue -> monotonic time of its last registry record
-        self._generation = 0  # Link.generation the caches above belong to
+        self.declared = Declarations(link, topology)
         self._subs: dict[str, _Subscription] = {}
         self._doorbells: dict[str, asyncio.Future[None]] = {}
         self._bound: dict[str, int] = {}  # process queue -> Link.generation its groups were re-bound in
         self._keepalive: asyncio.Task[None] | None = None
-        self._warned: set[str] = set()
         link.on_lost = self._on_lost
         link.on_cancelled = self._on_cancelled
         link.on_reconnected = self._on_reconnected
@@ -87,7 +85,7 @@ class AMQPBackend(Backend):
         todo = list(range(len(pushes)))
         for _ in range(3):
             await self.link.ready()
-            await self._ensure_channels({pushes[i].queue: pushes[i].capacity for i in todo})
+            await self.declared.channels({pushes[i].queue: pushes[i].capacity for i in todo})
             now = time.time()
             futures = [self.link.publish("", self.top.queue(pushes[i].queue), pushes[i].item,
                                          _ttl(pushes[i].deadline, now), True) for i in todo]
@@ -97,7 +95,7 @@ class AMQPBackend(Backend):
             for i, outcome in zip(todo, outcomes, strict=True):
                 if outcome is None:  # the queue vanished since we declared it
                     missing.append(i)
-                    self._declared.pop(self.top.queue(pushes[i].queue), None)
+                    self.declared.forget(self.top.queue(pushes[i].queue))
                 else:
                     results[i] = outcome
             if not missing:
@@ -127,69 +125,6 @@ class AMQPBackend(Backend):
                                      f"{self.link.timeout}s") from None
         finally:
             timer.cancel()
-
-    # -- declarations ------------------------------------------------------------------------------------------
-
-    def _sync_caches(self) -> None:
-        if self._generation != self.link.generation:  # new connection: the broker may have lost its queues
-            self._generation = self.link.generation
-            self._declared.clear()
-            self._registered.clear()
-
-    async def _ensure_channels(self, capacities: dict[str, int]) -> None:
-        self._sync_caches()
-        now = time.monotonic()
-        for queue, capacity in capacities.items():
-            name = self.top.queue(queue)
-            last = self._declared.get(name)
-            if last is None or now - last > self._refresh_after(queue):
-                await self._declare(name, self.top.channel_args(queue, capacity))
-
-    def _refresh_after(self, queue: str) -> float:
-        """Re-declare (which renews ``x-expires``) well before an unused queue could expire."""
-        expires = self.top.process_expires_ms if "!" in queue else self.top.named_expires_ms
-        return expires / 2000
-
-    async def _declare(self, name: str, arguments: dict[str, Any]) -> None:
-        """Declare a queue; if it exists with other arguments (another layer's capacity or expiry settings), use
-        it as it is: queue arguments are fixed when a queue is created, so the first declarer's limits win."""
-        try:
-            await self.link.declare(name, arguments)
-        except ChannelError as exc:
-            if exc.code != 406:
-                raise BackendUnavailable(f"declaring AMQP queue {name!r} failed: {exc}") from exc
-            if name not in self._warned:
-                self._warned.add(name)
-                log.warning("AMQP queue %r exists with other arguments than %r (%s); using it as it is",
-                            name, arguments, exc)
-            try:
-                await self.link.declare(name, None, passive=True)
-            except ChannelError as again:
-                raise BackendUnavailable(f"AMQP queue {name!r} vanished while declaring it: {again}") from again
-        self._declared[name] = time.monotonic()
-        await self._register(name)
-
-    async def _register(self, name: str) -> None:
-        """Record ``name`` in the prefix's registry queue so ``flush`` can find it (AMQP cannot list queues)."""
-        now = time.monotonic()
-        last = self._registered.get(name)
-        if last is not None and now - last < self.top.registry_ttl_ms / 2000:
-            return
-        registry = self.top.registry
-        if registry not in self._registered:
-            await self._declare_durable(registry, self.top.registry_args())
-            self._registered[registry] = now
-        # Persistent in a durable queue: member queues are durable too and must stay findable after a restart.
-        self.link.publish("", registry, name.encode(), _PERSISTENT, False)  # confirm not awaited: best effort
-        self._registered[name] = now
-
-    async def _declare_durable(self, name: str, arguments: dict[str, Any]) -> None:
-        try:
-            await self.link.declare(name, arguments, durable=True)
-        except ChannelError as exc:
-            if exc.code != 406:
-                raise BackendUnavailable(f"declaring AMQP queue {name!r} failed: {exc}") from exc
-            await self.link.declare(name, None, passive=True)
 
     # -- pop: process queues -------------------------------------------------------------------------------
 
@@ -239,8 +174,8 @@ class AMQPBackend(Backend):
         self._cancel_consumers(sub)
         generation = self.link.ctl_generation
         name, inbox = self.top.queue(sub.queue), self.top.group_inbox(sub.queue)
-        await self._ensure_channels({sub.queue: self.capacity_for(sub.queue)})
-        await self._ensure_inbox(sub.queue)
+        await self.declared.channels({sub.queue: self.capacity_for(sub.queue)})
+        await self.declared.inbox(sub.queue)
         await self._rebind(sub.queue)
 
         def on_message(_ch: Any, method: Any, props: spec.BasicProperties, body: bytes) -> None:
@@ -252,13 +187,6 @@ class AMQPBackend(Backend):
         sub.tags, sub.generation = tags, generation
         if self._keepalive is None:
             self._keepalive = self.link.loop.create_task(self._keep_alive(), name="layers-amqp-keepalive")
-
-    async def _ensure_inbox(self, proc: str) -> None:
-        self._sync_caches()
-        inbox = self.top.group_inbox(proc)
-        last = self._declared.get(inbox)
-        if last is None or time.monotonic() - last > self._refresh_after(proc):
-            await self._declare(inbox, self.top.inbox_args())
 
     def _on_delivery(self, sub: _Subscription, method: Any, props: spec.BasicProperties, body: bytes) -> None:
         if props.type == RECORD_TYPE:
@@ -305,8 +233,8 @@ class AMQPBackend(Backend):
             self.directory.sweep()
             for queue in list(self._subs):
                 try:
-                    await self._ensure_channels({queue: self.capacity_for(queue)})
-                    await self._ensure_inbox(queue)
+                    await self.declared.channels({queue: self.capacity_for(queue)})
+                    await self.declared.inbox(queue)
                 except Exception as exc:  # the reader reconnects; try again next period
                     log.debug("keep-alive of %r failed: %s", queue, exc)
 
@@ -318,7 +246,7 @@ class AMQPBackend(Backend):
         items: list[bytes] = []
         while True:
             await self.link.ready()
-            await self._ensure_channels({queue: self.capacity_for(queue)})
+            await self.declared.channels({queue: self.capacity_for(queue)})
             try:
                 while len(items) < limit:
                     body = await self.link.get(name)
@@ -330,7 +258,7 @@ class AMQPBackend(Backend):
                     return items
                 await self._wait_doorbell(name, remaining)
             except ChannelError as exc:  # deleted under us (a flush elsewhere): declare it again
-                self._forget(name, exc)
+                self.declared.missing(name, exc)
 
     async def _wait_doorbell(self, name: str, timeout: float) -> None:
         """Wait until ``name`` probably holds a message, without taking it (so any reader may get it)."""
@@ -353,12 +281,6 @@ class AMQPBackend(Backend):
             self._doorbells.pop(tag, None)
             self.link.cancel(tag)  # no-op when it already cancelled itself
 
-    def _forget(self, name: str, exc: ChannelError) -> None:
-        """A call found ``name`` missing: it must be declared again (any other channel error is a bug)."""
-        if exc.code != 404:
-            raise BackendUnavailable(f"AMQP call on {name!r} failed: {exc}") from exc
-        self._declared.pop(name, None)
-
     # -- consumer loss ----------------------------------------------------------------------------------------
 
     def _on_lost(self) -> None:
@@ -378,8 +300,8 @@ class AMQPBackend(Backend):
         process queues and re-bind our groups at once, not only when someone next receives."""
         try:
             for queue in list(self._subs):
-                await self._ensure_channels({queue: self.capacity_for(queue)})
-                await self._ensure_inbox(queue)
+                await self.declared.channels({queue: self.capacity_for(queue)})
+                await self.declared.inbox(queue)
                 await self._rebind(queue)
         except Exception as exc:  # the next pop retries
             log.debug("restoring AMQP queues after reconnecting failed: %s", exc)
@@ -392,8 +314,8 @@ class AMQPBackend(Backend):
         for sub in self._subs.values():
             if tag in sub.tags:
                 self._cancel_consumers(sub)
-                self._declared.pop(self.top.queue(sub.queue), None)
-                self._declared.pop(self.top.group_inbox(sub.queue), None)
+                self.declared.forget(self.top.queue(sub.queue))
+                self.declared.forget(self.top.group_inbox(sub.queue))
                 self.directory.clear()  # the queue held our memberships (bindings): they went with it
                 sub.wake()
 
@@ -407,11 +329,11 @@ class AMQPBackend(Backend):
             return
         inbox = self.top.group_inbox(proc)
         for _ in range(3):
-            await self._ensure_inbox(proc)
+            await self.declared.inbox(proc)
             try:
                 await self.link.bind(inbox, GROUP_EXCHANGE, self.top.group_key(group))
             except ChannelError as exc:
-                self._forget(inbox, exc)
+                self.declared.missing(inbox, exc)
                 continue
             if await self._record(proc, pack_record(ADD, self.top.group_key(group), channel, deadline), deadline):
                 return
@@ -423,14 +345,14 @@ class AMQPBackend(Backend):
         inbox = self.top.group_inbox(proc)
         outcome = (await self._confirmed([self.link.publish("", inbox, record, props, True)]))[0]
         if outcome is None:
-            self._declared.pop(inbox, None)
+            self.declared.forget(inbox)
             return False
         if outcome is False:  # the inbox has no length limit: only a broker in trouble nacks
             raise BackendUnavailable(f"the broker refused a group membership record for {proc!r}")
         return True
 
     async def _add_named_member(self, group: str, channel: str, deadline: float) -> None:
-        await self._ensure_channels({channel: self.capacity_for(channel)})
+        await self.declared.channels({channel: self.capacity_for(channel)})
         member = self.top.member_queue(group, channel)
         arguments = self.top.member_args(self.top.queue(channel))
         # Durable, so the membership survives a broker restart; re-declaring renews its x-expires.
@@ -442,8 +364,7 @@ class AMQPBackend(Backend):
             await self.link.delete(member)
             await self.link.declare(member, arguments, durable=True)
         await self.link.bind(member, GROUP_EXCHANGE, self.top.group_key(group))
-        self._registered.pop(member, None)
-        await self._register(member)
+        await self.declared.register(member, again=True)
 
     async def group_discard(self, group: str, channel: str) -> None:
         await self.link.ready()
@@ -475,7 +396,7 @@ class AMQPBackend(Backend):
     async def flush(self) -> None:
         await self.link.ready()
         registry = self.top.registry
-        await self._declare_durable(registry, self.top.registry_args())
+        await self.declared.declare_registry()
         names: set[str] = set()
         while True:
             body = await self.link.get(registry)
@@ -485,8 +406,7 @@ class AMQPBackend(Backend):
         for name in sorted(names):
             await self.link.delete(name)
         self.directory.clear()
-        self._declared.clear()
-        self._registered.clear()
+        self.declared.clear()
         for sub in self._subs.values():
             sub.items.clear()
 
@@ -505,9 +425,6 @@ class AMQPBackend(Backend):
     def abandon(self) -> None:
         self._keepalive = None
         self.link.abandon()
-
-
-_PERSISTENT = spec.BasicProperties(delivery_mode=2)
 
 
 def _settle(future: asyncio.Future[None]) -> None:
