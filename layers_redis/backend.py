@@ -18,7 +18,7 @@ from layers.backend import Backend, Push
 
 from .connection import ScriptCall, Shard, make_shard
 from .hosts import HostSpec
-from .scripts import GROUP_ADD, GROUP_MEMBERS, PUSH, frame, unframe
+from .scripts import GROUP_ADD, GROUP_MEMBERS, PUSH, unframe
 from .sharding import shard_of
 
 __all__ = ["RedisBackend"]
@@ -36,6 +36,7 @@ class RedisBackend(Backend):
         self.shards = [make_shard(spec, timeout, max_connections) for spec in hosts]
         self.prefix = prefix
         self._group_prefix = f"{prefix}:g:"
+        self._key_cache: dict[str, tuple[str, str]] = {}
 
     def shard_for(self, name: str) -> Shard:
         return self.shards[shard_of(name, len(self.shards))]
@@ -46,6 +47,15 @@ class RedisBackend(Backend):
     def readers_key(self, queue: str) -> str:
         return f"{self.prefix}:r:{{{queue}}}"
 
+    def _keys(self, queue: str) -> tuple[str, str]:
+        """Both keys of a queue, remembered: a process sends to the same few queues over and over."""
+        keys = self._key_cache.get(queue)
+        if keys is None:
+            if len(self._key_cache) >= 10_000:
+                self._key_cache.clear()
+            keys = self._key_cache[queue] = (self.queue_key(queue), self.readers_key(queue))
+        return keys
+
     def group_key(self, group: str) -> str:
         return self._group_prefix + group
 
@@ -53,15 +63,20 @@ class RedisBackend(Backend):
 
     async def push(self, pushes: Sequence[Push]) -> list[bool]:
         now_ms = int(time.time() * 1000)
+        shards = len(self.shards)
         calls: dict[int, list[ScriptCall]] = {}
         positions: dict[int, list[int]] = {}
-        shards = len(self.shards)
         for position, push in enumerate(pushes):
-            index = shard_of(push.queue, shards)
-            ttl_ms = max(int(push.deadline * 1000) - now_ms, 0) + KEY_TTL_SLACK_MS
-            args = (now_ms, push.capacity, frame(push.deadline, push.item), ttl_ms)
-            calls.setdefault(index, []).append((PUSH, (self.queue_key(push.queue), self.readers_key(push.queue)), args))
-            positions.setdefault(index, []).append(position)
+            deadline_ms = int(push.deadline * 1000)
+            args = (now_ms, push.capacity, b"%015d" % deadline_ms + push.item,  # scripts.frame, inlined
+                    max(deadline_ms - now_ms, 0) + KEY_TTL_SLACK_MS)
+            index = 0 if shards == 1 else shard_of(push.queue, shards)
+            if index not in calls:
+                calls[index], positions[index] = [], []
+            calls[index].append((PUSH, self._keys(push.queue), args))
+            positions[index].append(position)
+        if shards == 1:
+            return [result == 1 for result in await self.shards[0].run_scripts("send", calls[0])]
         stored = [False] * len(pushes)
         for index, results in await _gather({i: self.shards[i].run_scripts("send", c) for i, c in calls.items()}):
             for position, result in zip(positions[index], results, strict=True):
@@ -69,7 +84,7 @@ class RedisBackend(Backend):
         return stored
 
     async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
-        elements = await self.shard_for(queue).pop(self.queue_key(queue), self.readers_key(queue), limit, timeout)
+        elements = await self.shard_for(queue).pop(*self._keys(queue), limit, timeout)
         return [unframe(element) for element in elements]
 
     # -- groups --------------------------------------------------------------------------------------------

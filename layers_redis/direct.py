@@ -160,12 +160,13 @@ class DirectShard(Shard):
         return []
 
     async def _wait(self, inbox: _Inbox, timeout: float) -> None:
-        inbox.waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        inbox.waiter = loop.create_future()
+        timer = loop.call_later(max(timeout, 0.0), inbox.wake)
         try:
-            await asyncio.wait_for(inbox.waiter, max(timeout, 0.0))
-        except asyncio.TimeoutError:
-            pass
+            await inbox.waiter
         finally:
+            timer.cancel()
             inbox.waiter = None
 
     def _deliver(self, channel: bytes, data: bytes) -> None:
