@@ -57,7 +57,10 @@ class BaseChannelLayer(abc.ABC):
         serializer_format: str = "msgpack",
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         prefix: str = "asgi",
+        **unknown: Any,
     ) -> None:
+        if unknown:
+            raise ConfigError(_explain_unknown_options(type(self).__name__, unknown))
         self.expiry = _positive("expiry", expiry)
         self.group_expiry = _positive("group_expiry", group_expiry)
         self.capacity = capacity
@@ -114,6 +117,35 @@ class BaseChannelLayer(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} prefix={self.prefix!r}>"
+
+
+_COMMON_OPTIONS = ("expiry", "group_expiry", "capacity", "channel_capacity", "max_message_size",
+                   "serializer_format", "symmetric_encryption_keys", "prefix")
+# Options of the peer projects that people carry over, and what replaces them here.
+_PEER_OPTIONS = {
+    "random_prefix_length": "not needed: process channel names always carry a 12-character process id",
+    "host": "use url= (AMQP) or hosts= (Redis)",
+    "local_capacity": "use capacity (and channel_capacity patterns)",
+    "remote_capacity": "use capacity (and channel_capacity patterns)",
+    "local_expiry": "expiry covers messages on the server and in the process",
+    "groups_exchange": "give each site its own prefix instead",
+    **dict.fromkeys(["ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS", "PSYCOPG_OPTIONS"],
+                    "PostgreSQL takes one dsn= instead of DATABASES-style keys"),
+}
+
+
+def _explain_unknown_options(layer: str, unknown: Mapping[str, Any]) -> str:
+    import difflib
+
+    reasons = []
+    for key in unknown:
+        hint = _PEER_OPTIONS.get(key)
+        if hint is None:
+            close = difflib.get_close_matches(key, _COMMON_OPTIONS, n=1)
+            everyone = ", ".join(_COMMON_OPTIONS)
+            hint = f"did you mean {close[0]!r}?" if close else f"options every layer takes: {everyone}"
+        reasons.append(f"{key!r} ({hint})")
+    return f"{layer} got unknown option(s): {'; '.join(reasons)}"
 
 
 def _positive(name: str, value: object) -> float:

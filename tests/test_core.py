@@ -154,7 +154,7 @@ def test_from_url_errors() -> None:
         layers.from_url("localhost:6379")
     with pytest.raises(layers.ConfigError, match="capacity='lots' must be int"):
         layers.from_url("memory://?capacity=lots")
-    with pytest.raises(layers.ConfigError, match="bad option .*colour"):
+    with pytest.raises(layers.ConfigError, match="unknown option.*colour"):
         layers.from_url("memory://?colour=blue")
     with pytest.raises(layers.ConfigError, match="expiry must be a positive number, not -1"):
         layers.from_url("memory://?expiry=-1")
@@ -270,3 +270,12 @@ def test_repr_and_new_channel_format() -> None:
     assert re.fullmatch(r"websocket\.[0-9a-f]{12}![0-9a-f]{12}", name)
     with pytest.raises(layers.InvalidName):
         run(layer.new_channel("bad!prefix"))
+
+
+def test_unknown_and_peer_options_are_config_errors_with_hints() -> None:
+    with pytest.raises(layers.ConfigError, match=r"'capcity' \(did you mean 'capacity'\?\)"):
+        layers.InMemoryChannelLayer(capcity=5)
+    with pytest.raises(layers.ConfigError, match="'random_prefix_length' .*12-character process id"):
+        layers.InMemoryChannelLayer(random_prefix_length=12)
+    with pytest.raises(layers.ConfigError, match="'local_capacity' .*use capacity"):
+        layers.from_config({"BACKEND": "layers.InMemoryChannelLayer", "CONFIG": {"local_capacity": 10}})
