@@ -1,0 +1,108 @@
+"""Hand-over of pushes to armed readers over Pub/Sub: nothing lost, nothing duplicated, order kept."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+
+from layers.backend import Push
+from layers_redis.backend import RedisBackend
+from layers_redis.hosts import parse_hosts
+from tests.redis.helpers import run
+
+FAR = 4_000_000_000.0  # a deadline far in the future
+
+
+def backend(url: str, prefix: str) -> RedisBackend:
+    return RedisBackend(parse_hosts([url]), prefix, timeout=2.0, max_connections=4)
+
+
+async def _armed(client: redis.Redis, key: str, tokens: int) -> None:
+    for _ in range(500):  # polling the server: there is no event to wait on
+        if client.llen(key) >= tokens:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{key} never got {tokens} tokens")
+
+
+def test_handed_over_items_survive_close(shared_url: str, shared_client: redis.Redis, prefix: str) -> None:
+    """Items handed to a reader but not yet returned go back to the head of the queue on close()."""
+    async def scenario() -> None:
+        reader, writer = backend(shared_url, prefix), backend(shared_url, prefix)
+        pop = asyncio.create_task(reader.pop("q", 5, 5.0))
+        await _armed(shared_client, reader.readers_key("q"), 5)
+        assert await writer.push([Push("q", b"m%d" % i, 100, FAR) for i in range(3)]) == [True] * 3
+        first = await pop  # returns as soon as something arrived: at least m0
+        assert first and first == [b"m%d" % i for i in range(len(first))]
+        await asyncio.sleep(0.1)  # the rest arrive in the reader's inbox
+        await reader.close()
+        assert shared_client.llen(reader.readers_key("q")) == 0  # tokens withdrawn
+        rest = await writer.pop("q", 10, 0)
+        assert first + rest == [b"m0", b"m1", b"m2"]
+        await writer.flush()
+        await writer.close()
+
+    run(scenario())
+
+
+def test_tokens_of_a_dead_reader_are_skipped(shared_url: str, shared_client: redis.Redis, prefix: str) -> None:
+    """A reader whose connection died leaves tokens behind: pushes skip them and store the item instead."""
+    async def scenario() -> None:
+        reader, writer = backend(shared_url, prefix), backend(shared_url, prefix)
+        pop = asyncio.create_task(reader.pop("q", 3, 5.0))
+        await _armed(shared_client, reader.readers_key("q"), 3)
+        pop.cancel()
+        reader.abandon()  # like a process that died: sockets closed, tokens still registered
+        await asyncio.sleep(0.2)
+        assert shared_client.llen(reader.readers_key("q")) == 3
+        assert await writer.push([Push("q", b"kept", 100, FAR)]) == [True]
+        assert shared_client.llen(reader.readers_key("q")) == 0  # tried and dropped
+        assert await writer.pop("q", 10, 0) == [b"kept"]
+        await writer.flush()
+        await writer.close()
+
+    run(scenario())
+
+
+def test_competing_readers_share_and_never_duplicate(shared_url: str, prefix: str) -> None:
+    async def scenario() -> None:
+        readers = [backend(shared_url, prefix) for _ in range(3)]
+        writer = backend(shared_url, prefix)
+        got: list[bytes] = []
+
+        async def read(b: RedisBackend) -> None:
+            while True:
+                got.extend(await b.pop("work", 1, 1.0))
+
+        tasks = [asyncio.create_task(read(b)) for b in readers]
+        await asyncio.sleep(0.2)
+        for i in range(200):
+            assert await writer.push([Push("work", b"%d" % i, 1000, FAR)]) == [True]
+        for _ in range(100):  # polling: the readers run on their own
+            if len(got) >= 200:
+                break
+            await asyncio.sleep(0.05)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for b in readers:
+            await b.close()  # puts back anything handed over but not returned
+        got.extend(await writer.pop("work", 1000, 0))
+        assert sorted(got, key=int) == [b"%d" % i for i in range(200)]
+        await writer.flush()
+        await writer.close()
+
+    run(scenario())
+
+
+def test_capacity_counts_only_stored_items(shared_url: str, prefix: str) -> None:
+    """While a reader is armed, pushes are handed over and the queue stays empty; capacity applies once full."""
+    async def scenario() -> None:
+        writer = backend(shared_url, prefix)
+        assert await writer.push([Push("cap", b"x", 2, FAR) for _ in range(3)]) == [True, True, False]
+        assert await writer.pop("cap", 10, 0) == [b"x", b"x"]
+        await writer.flush()
+        await writer.close()
+
+    run(scenario())
