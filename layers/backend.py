@@ -113,6 +113,12 @@ class Backend(abc.ABC):
     def abandon(self) -> None:  # noqa: B027 - optional hook, empty by design
         """Drop connections without awaiting (the event loop they belong to has closed)."""
 
+    def stop_waiting(self, queue: str) -> None:  # noqa: B027 - optional hook, empty by design
+        """Optional: nobody in this process waits on ``queue`` any more (the last receiver was served or
+        cancelled).  A ``pop`` of it still waiting may return ``[]`` early without taking anything, so a process
+        whose receivers left does not take a named-channel message that a reader elsewhere could have had.
+        """
+
 
 class FanOut(abc.ABC):
     """Builds the pushes for a group message from the member list (the core implements it)."""

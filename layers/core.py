@@ -425,6 +425,7 @@ class _LoopState:
             self.waiting[queue] = count
         else:
             del self.waiting[queue]
+            self.backend.stop_waiting(queue)
 
     def file(self, channel: str, entry: Entry, front: bool = False) -> None:
         """Hand ``entry`` to the oldest receiver waiting on ``channel``, else keep it in the channel's buffer."""
