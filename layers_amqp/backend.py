@@ -70,7 +70,9 @@ class AMQPBackend(Backend):
         self.directory = directory
         self.declared = Declarations(link, topology)
         self._subs: dict[str, _Subscription] = {}
-        self._doorbells: dict[str, asyncio.Future[None]] = {}
+        self._doorbells: dict[str, asyncio.Future[bool]] = {}  # consumer tag -> its doorbell
+        self._listening: dict[str, asyncio.Future[bool]] = {}  # named queue -> the doorbell of its pop
+        self._unwatched: set[str] = set()  # named queues nobody here waits on any more (see stop_waiting)
         self._bound: dict[str, int] = {}  # process queue -> Link.generation its groups were re-bound in
         self._keepalive: asyncio.Task[None] | None = None
         link.on_lost = self._on_lost
@@ -242,6 +244,7 @@ class AMQPBackend(Backend):
 
     async def _pop_named(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         name = self.top.queue(queue)
+        self._unwatched.discard(name)  # the core pops only while someone waits
         give_up = time.monotonic() + timeout
         items: list[bytes] = []
         while True:
@@ -254,31 +257,48 @@ class AMQPBackend(Backend):
                         break
                     items.append(body)
                 remaining = give_up - time.monotonic()
-                if items or remaining <= 0:
+                if items or remaining <= 0 or name in self._unwatched:
                     return items
-                await self._wait_doorbell(name, remaining)
+                if not await self._wait_doorbell(name, remaining):
+                    return items
             except ChannelError as exc:  # deleted under us (a flush elsewhere): declare it again
                 self.declared.missing(name, exc)
 
-    async def _wait_doorbell(self, name: str, timeout: float) -> None:
-        """Wait until ``name`` probably holds a message, without taking it (so any reader may get it)."""
-        rang: asyncio.Future[None] = self.link.loop.create_future()
+    def stop_waiting(self, queue: str) -> None:
+        """The core's last receiver of ``queue`` left: end a doorbell wait so the pop takes nothing."""
+        if "!" not in queue:
+            name = self.top.queue(queue)
+            self._unwatched.add(name)
+            rang = self._listening.get(name)
+            if rang is not None:
+                _ring(rang, False)
+
+    async def _wait_doorbell(self, name: str, timeout: float) -> bool:
+        """Wait until ``name`` probably holds a message, without taking it (so any reader may get it); False
+        when the wait ended for another reason (timeout, nobody waits any more) and the pop should return."""
+        rang: asyncio.Future[bool] = self.link.loop.create_future()
 
         def on_message(ch: Any, method: Any, _props: Any, _body: bytes) -> None:
             if method.consumer_tag in ch.consumer_tags:  # first: the rejected message must not come back to us
                 ch.basic_cancel(method.consumer_tag)
             ch.basic_reject(method.delivery_tag, requeue=True)
             if not rang.done():
-                rang.set_result(None)
+                rang.set_result(True)
 
-        tag = await self.link.consume(name, on_message, auto_ack=False)
-        self._doorbells[tag] = rang
-        timer = self.link.loop.call_later(timeout, _settle, rang)
+        self._listening[name] = rang
         try:
-            await rang
+            tag = await self.link.consume(name, on_message, auto_ack=False)
+        except BaseException:
+            self._listening.pop(name, None)
+            raise
+        self._doorbells[tag] = rang
+        timer = self.link.loop.call_later(timeout, _ring, rang, False)
+        try:
+            return await rang
         finally:
             timer.cancel()
             self._doorbells.pop(tag, None)
+            self._listening.pop(name, None)
             self.link.cancel(tag)  # no-op when it already cancelled itself
 
     # -- consumer loss ----------------------------------------------------------------------------------------
@@ -288,8 +308,7 @@ class AMQPBackend(Backend):
             sub.tags, sub.generation = [], -1
             sub.wake()  # the pop re-subscribes
         for rang in self._doorbells.values():
-            if not rang.done():
-                rang.set_result(None)
+            _ring(rang, True)  # look again (the pop re-subscribes)
 
     def _on_reconnected(self) -> None:
         if self._subs and (self._restoring is None or self._restoring.done()):
@@ -309,8 +328,8 @@ class AMQPBackend(Backend):
     def _on_cancelled(self, tag: str) -> None:
         """The broker cancelled a consumer: its queue was deleted (a flush, maybe by another process)."""
         rang = self._doorbells.get(tag)
-        if rang is not None and not rang.done():
-            rang.set_result(None)
+        if rang is not None:
+            _ring(rang, True)
         for sub in self._subs.values():
             if tag in sub.tags:
                 self._cancel_consumers(sub)
@@ -425,6 +444,11 @@ class AMQPBackend(Backend):
     def abandon(self) -> None:
         self._keepalive = None
         self.link.abandon()
+
+
+def _ring(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -112,6 +112,8 @@ class Link:
         self._up = asyncio.Event()
         self._ctl_up = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
+        self._reopening: asyncio.Task[None] | None = None
+        self._waiting = 0  # callers inside ready()
         self._closed = False
         self._tag = 0
         self._confirms: dict[int, asyncio.Future[bool | None]] = {}
@@ -136,11 +138,14 @@ class Link:
         if self._closed:
             raise BackendUnavailable("the AMQP connection was closed")
         self._start_connector()
+        self._waiting += 1
         try:
             await asyncio.wait_for(self._up.wait(), self.timeout)
         except asyncio.TimeoutError:
             cause = f" (last error: {_describe(self.last_error)})" if self.last_error else ""
             raise BackendUnavailable(f"AMQP broker {self.where} unreachable for {self.timeout}s{cause}") from None
+        finally:
+            self._waiting -= 1
 
     def _start_connector(self) -> None:
         if self._connector is None or self._connector.done():
@@ -152,9 +157,15 @@ class Link:
             try:
                 await self._connect_once()
                 return
+            except asyncio.CancelledError:
+                self._drop_connection()  # closed while connecting: do not leave a half-open socket behind
+                raise
             except Exception as exc:
                 self.last_error = exc
                 self._drop_connection()
+                if not self._waiting:  # nobody needs the broker now; the next ready() starts over
+                    log.warning("AMQP connection to %s failed (%s)", self.where, _describe(exc))
+                    return
                 low, high = self.retry_delays
                 delay = min(high, max(low, delay * 2))
                 log.warning("AMQP connection to %s failed (%s); retrying in %.2fs", self.where, _describe(exc), delay)
@@ -248,7 +259,7 @@ class Link:
         self.on_lost()
         conn = self._conn
         if conn is not None and conn.is_open and not self._closed:
-            self.loop.create_task(self._reopen_ctl(conn))
+            self._reopening = self.loop.create_task(self._reopen_ctl(conn))  # referenced: tasks are weak
 
     async def _reopen_ctl(self, conn: AsyncioConnection) -> None:
         try:

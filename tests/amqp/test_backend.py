@@ -325,3 +325,27 @@ def test_named_channel_shared_by_readers_in_several_processes(make_layer: Any, u
     assert sum(1 for got in results if got) >= 2, f"one reader took everything: {[len(g) for g in results]}"
     for got in results:
         assert got == sorted(got), "each reader sees the channel's order"
+
+
+def test_an_idle_reader_holds_no_named_channel_message(make_layer: Any) -> None:
+    """Messages are taken with basic.get: a process that stopped receiving never sits on the next message."""
+
+    async def main() -> None:
+        first, second = make_layer(), make_layer()
+        for n in range(3):
+            await first.send("jobs", {"n": n})
+        assert await receive(first, "jobs") == {"n": 0}
+        cancelled = asyncio.ensure_future(first.receive("never.sent"))
+        await asyncio.sleep(0.2)
+        cancelled.cancel()
+        assert await receive(second, "jobs", wait=1.0) == {"n": 1}
+        waiting = asyncio.ensure_future(first.receive("jobs.later"))
+        await asyncio.sleep(0.3)  # first waits on an empty queue (its doorbell consumer is subscribed)
+        waiting.cancel()
+        await first.send("jobs.later", {"late": True})
+        assert await receive(second, "jobs.later", wait=2.0) == {"late": True}
+        assert await receive(second, "jobs", wait=1.0) == {"n": 2}
+        await first.close()
+        await second.close()
+
+    run(main())
