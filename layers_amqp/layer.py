@@ -30,14 +30,17 @@ class AMQPChannelLayer(BackendChannelLayer):
     ``url`` is ``amqp://user:password@host:5672/vhost`` (``amqps://`` for TLS; pika's own query options such as
     ``heartbeat`` are passed through).  ``ssl_context`` replaces the default TLS context for ``amqps``.
     ``timeout`` bounds every wait on the broker: connecting (also while it is down), confirms and calls; past it
-    the operation raises :class:`layers.BackendUnavailable`.
+    the operation raises :class:`layers.BackendUnavailable`.  ``host`` is accepted as another name for ``url``
+    (channels_rabbitmq's setting).
     """
 
     spec_knobs: ClassVar[dict[str, Any]] = {"shares_state": True, "min_expiry": 1.0}
 
-    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672/%2F", *,
+    def __init__(self, url: str = "amqp://guest:guest@127.0.0.1:5672/%2F", *, host: str | None = None,
                  ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0, **options: Any) -> None:
         super().__init__(**options)
+        if host is not None:  # channels_rabbitmq's name for the URL, so its CONFIG keeps working
+            url = host
         if not isinstance(url, str) or not url.lower().startswith(("amqp://", "amqps://")):
             raise ConfigError(f"an AMQP layer URL starts with amqp:// or amqps://, not {redact_url(str(url))!r}")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:

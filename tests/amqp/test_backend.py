@@ -205,6 +205,7 @@ def test_from_url_options_and_redaction(url: str, prefix: str) -> None:
     assert isinstance(layer, AMQPChannelLayer)
     assert (layer.prefix, layer.capacity, layer.expiry, layer.timeout) == (prefix, 7, 30, 0.5)
     assert "s3cret-pw" not in repr(layer)
+    assert AMQPChannelLayer(host=secret_url).url == secret_url  # channels_rabbitmq's CONFIG name
 
     async def main() -> None:
         with pytest.raises(BackendUnavailable) as failure:
