@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections import deque
@@ -31,6 +32,8 @@ from .scripts import ARM, POP
 from .wire import CommandLink, LinkError, ReplyError, SubscriberLink
 
 __all__ = ["DirectShard"]
+
+log = logging.getLogger("layers.redis")
 
 # A reader's tokens outlive its wait by this much (covers clock differences between processes).
 LEASE_SLACK = 2.0
@@ -53,6 +56,10 @@ class _Inbox:
         self.token = b""
         self.lease_until = 0.0  # monotonic
         self.waiter: asyncio.Future[None] | None = None
+        self.popping = 0  # pop() calls in progress
+        self.last_pop = 0.0  # monotonic end of the latest pop()
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.releasing: asyncio.Future[None] | None = None
 
     def take(self, limit: int) -> list[bytes]:
         return [self.arrived.popleft() for _ in range(min(limit, len(self.arrived)))]
@@ -122,13 +129,64 @@ class DirectShard(Shard):
         if timeout <= 0:
             return list(await self.run_script(POP, (queue_key, readers_key), _now_ms(), limit))
         inbox = self._inbox(queue_key, readers_key)
-        if not inbox.arrived and (inbox.credits <= 0 or time.monotonic() >= inbox.lease_until - LEASE_SLACK):
-            popped = await self._arm(inbox, limit, timeout)
-            if popped:
-                return popped
-        if not inbox.arrived:
-            await self._wait(inbox, min(timeout, inbox.lease_until - LEASE_SLACK - time.monotonic()))
-        return inbox.take(limit)
+        if inbox.releasing is not None:
+            await asyncio.shield(inbox.releasing)
+        inbox.popping += 1
+        try:
+            if not inbox.arrived and (inbox.credits <= 0 or time.monotonic() >= inbox.lease_until - LEASE_SLACK):
+                popped = await self._arm(inbox, limit, timeout)
+                if popped:
+                    return popped
+            if not inbox.arrived:
+                await self._wait(inbox, min(timeout, inbox.lease_until - LEASE_SLACK - time.monotonic()))
+            return inbox.take(limit)
+        finally:
+            inbox.popping -= 1
+            inbox.last_pop = time.monotonic()
+            if inbox.idle_timer is None:
+                inbox.idle_timer = asyncio.get_running_loop().call_later(ARMED_WAIT, self._check_idle, inbox)
+
+    def _check_idle(self, inbox: _Inbox) -> None:
+        """Nobody has popped this queue for a while: withdraw its tokens and give back what was handed over,
+        so items never wait in a process that stopped reading them."""
+        inbox.idle_timer = None
+        if inbox.popping or inbox.releasing is not None or self._inboxes.get(inbox.queue_key) is not inbox:
+            return
+        idle_for = time.monotonic() - inbox.last_pop
+        if idle_for < ARMED_WAIT:
+            inbox.idle_timer = asyncio.get_running_loop().call_later(ARMED_WAIT - idle_for, self._check_idle, inbox)
+        elif inbox.token or inbox.arrived:
+            inbox.releasing = asyncio.ensure_future(self._release(inbox))
+        else:
+            self._forget(inbox)
+
+    async def _release(self, inbox: _Inbox) -> None:
+        try:
+            await self._give_back(inbox)
+        except Exception as exc:  # the server is away: the tokens lapse by themselves, items stay for a pop
+            log.debug("could not release %s: %s", inbox.queue_key, exc)
+        finally:
+            inbox.releasing = None
+        if not (inbox.popping or inbox.token or inbox.arrived):
+            self._forget(inbox)
+
+    def _forget(self, inbox: _Inbox) -> None:
+        """Drop an idle inbox, so queues read once leave nothing behind in this process."""
+        if self._inboxes.get(inbox.queue_key) is inbox:
+            del self._inboxes[inbox.queue_key]
+            del self._by_channel[inbox.channel]
+
+    async def _give_back(self, inbox: _Inbox) -> None:
+        """Withdraw the tokens, wait until every hand-over made before that has arrived, requeue the arrivals."""
+        if inbox.token:
+            await self._call("release", "LREM", inbox.readers_key, 0, inbox.token)
+            inbox.token, inbox.credits = b"", 0
+            await self.subscriber.unsubscribe(inbox.channel)  # a barrier: earlier PUBLISHes have now arrived
+        if inbox.arrived:
+            items = list(inbox.arrived)
+            await self._call("release", "LPUSH", inbox.queue_key, *reversed(items))
+            for _ in items:
+                inbox.arrived.popleft()
 
     def _inbox(self, queue_key: str, readers_key: str) -> _Inbox:
         inbox = self._inboxes.get(queue_key)
@@ -196,17 +254,15 @@ class DirectShard(Shard):
                 return deleted
 
     async def close(self) -> None:
-        """Withdraw our tokens, collect what was already handed over, put it back at the head of its queue."""
-        armed = [inbox for inbox in self._inboxes.values() if inbox.token]
-        with contextlib.suppress(Exception):
-            if armed and self.commands.connected:
-                await asyncio.gather(*(self._call("close", "LREM", i.readers_key, 0, i.token) for i in armed))
-                await self.subscriber.unsubscribe_all()  # every PUBLISH before our LREMs has now arrived
-            leftovers = [inbox for inbox in self._inboxes.values() if inbox.arrived]
-            if leftovers and self.commands.connected:
-                await asyncio.gather(*(self._call("close", "LPUSH", i.queue_key, *reversed(i.arrived))
-                                       for i in leftovers))
-        for inbox in self._inboxes.values():
+        """Withdraw our tokens and put what was handed over but not returned back at the head of its queue."""
+        inboxes = list(self._inboxes.values())
+        for inbox in inboxes:
+            if inbox.idle_timer is not None:
+                inbox.idle_timer.cancel()
+        if self.commands.connected:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*(inbox.releasing or self._give_back(inbox) for inbox in inboxes))
+        for inbox in inboxes:
             inbox.arrived.clear()
             inbox.disarm()
         self._inboxes.clear()
@@ -217,6 +273,9 @@ class DirectShard(Shard):
             await self.pool.disconnect()
 
     def abandon(self) -> None:
+        for inbox in self._inboxes.values():
+            if inbox.idle_timer is not None:
+                inbox.idle_timer.cancel()
         self.commands.abandon()
         self.subscriber.abandon()
         self._inboxes.clear()

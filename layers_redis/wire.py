@@ -283,41 +283,37 @@ class SubscriberLink(_Link):
         self.deliver = deliver
         self.lost = lost
         self.channels: set[bytes] = set()
-        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
+        self._confirmations: dict[tuple[bytes, bytes], asyncio.Future[None]] = {}
 
     async def subscribe(self, channel: bytes) -> None:
         if channel in self.channels and self.connected:
             return
         await self.connect()
-        future = self._confirmations.get(channel)
-        if future is None:
-            future = self._confirmations[channel] = asyncio.get_running_loop().create_future()
-            self.write(hiredis.pack_command(("SUBSCRIBE", channel)))  # type: ignore[arg-type]
-        await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        await self._request(b"subscribe", channel)
 
-    async def unsubscribe_all(self) -> None:
-        """UNSUBSCRIBE and wait for the confirmation: every message published before it has then arrived."""
-        if not self.connected or not self.channels:
-            return
-        future = self._confirmations[b""] = asyncio.get_running_loop().create_future()
-        self.write(hiredis.pack_command(("UNSUBSCRIBE",)))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(future), self.timeout)
+    async def unsubscribe(self, channel: bytes) -> None:
+        """UNSUBSCRIBE and wait for the confirmation: every message published to ``channel`` before the
+        UNSUBSCRIBE reached the server has then been delivered."""
+        if self.connected and channel in self.channels:
+            await self._request(b"unsubscribe", channel)
+
+    async def _request(self, kind: bytes, channel: bytes) -> None:
+        future = self._confirmations.get((kind, channel))
+        if future is None:
+            future = self._confirmations[kind, channel] = asyncio.get_running_loop().create_future()
+            self.write(hiredis.pack_command((kind.decode().upper(), channel)))  # type: ignore[arg-type]
+        await asyncio.wait_for(asyncio.shield(future), self.timeout)
 
     def on_reply(self, reply: Any) -> None:
         kind = reply[0]
         if kind == b"message":
             self.deliver(reply[1], reply[2])
-        elif kind == b"subscribe":
+            return
+        if kind == b"subscribe":
             self.channels.add(reply[1])
-            self._confirm(reply[1])
         elif kind == b"unsubscribe":
             self.channels.discard(reply[1])
-            if reply[2] == 0:
-                self._confirm(b"")
-
-    def _confirm(self, channel: bytes) -> None:
-        future = self._confirmations.pop(channel, None)
+        future = self._confirmations.pop((kind, reply[1]), None)
         if future is not None and not future.done():
             future.set_result(None)
 

@@ -106,3 +106,24 @@ def test_capacity_counts_only_stored_items(shared_url: str, prefix: str) -> None
         await writer.close()
 
     run(scenario())
+
+
+def test_a_reader_that_stops_gives_items_back(shared_url: str, shared_client: redis.Redis, prefix: str) -> None:
+    """Items handed to a process that stopped popping go back to the queue after a second, tokens withdrawn."""
+    async def scenario() -> None:
+        reader, writer = backend(shared_url, prefix), backend(shared_url, prefix)
+        pop = asyncio.create_task(reader.pop("q", 4, 5.0))
+        await _armed(shared_client, reader.readers_key("q"), 4)
+        assert await writer.push([Push("q", b"first", 100, FAR)]) == [True]
+        assert await pop == [b"first"]  # the reader stops here; 3 tokens are still registered
+        assert await writer.push([Push("q", b"%d" % i, 100, FAR) for i in range(2)]) == [True, True]
+        assert shared_client.llen(reader.queue_key("q")) == 0  # handed over, not stored
+        await asyncio.sleep(1.6)
+        assert shared_client.llen(reader.readers_key("q")) == 0
+        assert await writer.pop("q", 10, 0) == [b"0", b"1"]
+        assert not reader.shards[0]._inboxes  # nothing kept for a queue nobody reads  # type: ignore[attr-defined]
+        await reader.close()
+        await writer.flush()
+        await writer.close()
+
+    run(scenario())
