@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: layers, tests.servers
 
-from layers.bench import Result, make_target  # noqa: E402
-from layers.bench.report import best_results, environment, run_rounds  # noqa: E402
+from layers.bench import Result, make_target
+from layers.bench.report import best_results, environment, run_rounds
 
 DEFAULT_WORKLOADS = ["process", "named", "producers-100", "group-100", "group-1000", "fanout-procs"]
 TARGETS = {  # short column name -> benchmark target spec ({url}, {shards} filled in)

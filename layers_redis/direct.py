@@ -129,8 +129,9 @@ class DirectShard(Shard):
         if timeout <= 0:
             return list(await self.run_script(POP, (queue_key, readers_key), _now_ms(), limit))
         inbox = self._inbox(queue_key, readers_key)
-        if inbox.releasing is not None:
+        while inbox.releasing is not None:
             await asyncio.shield(inbox.releasing)
+            inbox = self._inbox(queue_key, readers_key)  # the release may have dropped it
         inbox.popping += 1
         try:
             if not inbox.arrived and (inbox.credits <= 0 or time.monotonic() >= inbox.lease_until - LEASE_SLACK):
