@@ -407,6 +407,7 @@ class AMQPBackend(Backend):
         item = fan_out.item_for(None)  # members resolve it: see Directory.resolve and Topology.member_args
         future = self.link.publish(GROUP_EXCHANGE, self.top.group_key(group), item,
                                    _ttl(fan_out.deadline, time.time()), False)
+        self.link.flush()
         stored = (await self._confirmed([future]))[0]
         return 0 if stored else 1  # a nack: at least one member queue was full
 
