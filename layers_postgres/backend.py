@@ -11,16 +11,15 @@ import contextlib
 import logging
 import random
 import struct
+import sys
 import time
-import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgpack
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
 
 from layers.backend import Backend, FanOut, Push
 from layers.core import GroupFanOut
@@ -28,7 +27,8 @@ from layers.errors import BackendUnavailable
 from layers.settings import redact_url
 
 from .listener import Listener
-from .schema import VERSION, Names, create_sql
+from .pool import Pool
+from .schema import VERSION, Names, create_sql, pop_sql, push_one_sql, push_sql
 
 __all__ = ["PostgresBackend", "PostgresConfig"]
 
@@ -37,7 +37,7 @@ log = logging.getLogger("layers.postgres")
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
 
-# Errors that mean "the server or the connection is not there" (PoolTimeout is an OperationalError too).
+# Errors that mean "the server or the connection is not there".
 _UNAVAILABLE = (psycopg.OperationalError, OSError, asyncio.TimeoutError)
 # Errors that mean "our tables or functions are gone" (dropped by hand or by a test): recreate and retry once.
 _MISSING = (pg_errors.UndefinedTable, pg_errors.UndefinedFunction, pg_errors.InvalidSchemaName)
@@ -54,7 +54,6 @@ class PostgresConfig:
     listen_dsn: str
     names: Names
     durable: bool
-    min_pool_size: int
     max_pool_size: int
     timeout: float
     prepared_statements: bool
@@ -72,15 +71,16 @@ class PostgresBackend(Backend):
     def __init__(self, config: PostgresConfig) -> None:
         self.config = config
         self.names = config.names
-        self._pool: AsyncConnectionPool[Conn] | None = None
-        self._conns: weakref.WeakSet[Conn] = weakref.WeakSet()
+        self._pool: Pool | None = None
         self._ready_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._next_sweep = time.time() + self._sweep_delay()
         self.listener = Listener(self._listen_connect, self.names.channel, config.timeout)
         n = self.names
         self._sql_store = f"SELECT {n.obj('_store')}(%s::text[], %s::bytea[], %s::int[], %s::float8[], %s)"
-        self._sql_pop = f"SELECT * FROM {n.obj('_pop')}(%s, %s, %s)"
+        self._sql_push = push_sql(n)
+        self._sql_push_one = push_one_sql(n)
+        self._sql_pop = pop_sql(n)
         self._sql_group_push = f"SELECT {n.obj('_group_push')}(%s, %s, %s, %s, %s, %s, %s)"
         self._sql_sweep = f"SELECT {n.obj('_sweep')}(%s, %s)"
         self._sql_flush = f"SELECT {n.obj('_flush')}()"
@@ -96,34 +96,68 @@ class PostgresBackend(Backend):
         if not pushes:
             return []
         self._maybe_sweep()
-        args = ([p.queue for p in pushes], [p.item for p in pushes], [p.capacity for p in pushes],
-                [p.deadline for p in pushes], time.time())
-        return list(await self._fetch_one(self._sql_store, args))
+        now = time.time()
+        stored = await self._push_fast(pushes)
+        rest = [i for i, push in enumerate(pushes) if push.queue not in stored]
+        if not rest:
+            return [True] * len(pushes)
+        # New queues, full-looking queues: the function creates counters and deletes expired items first.
+        slow = [pushes[i] for i in rest]
+        args = ([p.queue for p in slow], [p.item for p in slow], [p.capacity for p in slow],
+                [p.deadline for p in slow], now)
+        results = [True] * len(pushes)
+        for i, ok in zip(rest, await self._fetch_one(self._sql_store, args), strict=True):
+            results[i] = bool(ok)
+        return results
+
+    async def _push_fast(self, pushes: Sequence[Push]) -> set[str]:
+        """The queues whose pushes were all stored by the one-statement path (existing counter, room for all)."""
+        if len(pushes) == 1:
+            push = pushes[0]
+            sql = self._sql_push_one
+            args: dict[str, Any] = {"queue": push.queue, "item": push.item, "cap": push.capacity,
+                                    "deadline": push.deadline}
+        else:
+            sql = self._sql_push
+            args = {"queues": [p.queue for p in pushes], "items": [p.item for p in pushes],
+                    "caps": [p.capacity for p in pushes], "deadlines": [p.deadline for p in pushes]}
+
+        async def run(conn: Conn) -> set[str]:
+            cur = await conn.execute(sql, args)
+            rows = await cur.fetchall()
+            return {pushes[0].queue} if sql is self._sql_push_one and rows else {row[0] for row in rows}
+
+        return await self._run(run)
 
     async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         self._maybe_sweep()
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
-        wake = self.listener.subscribe(queue)
-        try:
-            while True:
+        wake = self.listener.watch(queue)
+        while True:
+            listening = self.listener.ready.is_set()
+            if wake.is_set() or not listening:
                 wake.clear()  # before the claim: a NOTIFY for anything the claim misses sets it again
                 items = await self._claim(queue, limit)
-                remaining = end - loop.time()
-                if items or remaining <= 0:
+                if len(items) >= limit or not listening:
+                    wake.set()  # there may be more: look again next time without waiting
+                if items:
                     return items
-                if not self.listener.ready.is_set():
-                    remaining = min(remaining, self.poll_interval)  # no wake-ups while it reconnects: poll
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(wake.wait(), remaining)
-        finally:
-            self.listener.unsubscribe(queue, wake)
+            remaining = end - loop.time()
+            if remaining <= 0:
+                # Safety net: rows another reader claimed and then rolled back come back without a NOTIFY.
+                return await self._claim(queue, limit)
+            if not listening:
+                remaining = min(remaining, self.poll_interval)  # no wake-ups while it reconnects: poll
+            with contextlib.suppress(asyncio.TimeoutError):
+                async with _deadline(remaining):
+                    await wake.wait()
 
     async def _claim(self, queue: str, limit: int) -> list[bytes]:
         async def run(conn: Conn) -> list[bytes]:
-            async with conn.cursor(binary=True) as cur:
-                await cur.execute(self._sql_pop, (queue, limit, time.time()))
-                return [row[0] for row in await cur.fetchall()]
+            args = {"queue": queue, "limit": limit, "now": time.time()}
+            cur = await conn.execute(self._sql_pop, args, binary=True)  # binary: bytea without hex encoding
+            return [row[0] for row in await cur.fetchall()]
 
         return await self._run(run)
 
@@ -158,16 +192,13 @@ class PostgresBackend(Backend):
         await self.listener.close()
         pool, self._pool = self._pool, None
         if pool is not None:
-            with contextlib.suppress(Exception):
-                await pool.close(timeout=1.0)
+            pool.close()
 
     def abandon(self) -> None:
         self.listener.abandon()
-        self._pool = None
-        for conn in list(self._conns):
-            with contextlib.suppress(Exception):
-                conn.pgconn.finish()
-        self._conns.clear()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
     # -- running statements --------------------------------------------------------------------------------
 
@@ -191,7 +222,8 @@ class PostgresBackend(Backend):
         for attempt in (1, 2):
             try:
                 pool = await self._ready()
-                return await asyncio.wait_for(self._on_connection(pool, op), self.config.timeout)
+                async with _deadline(self.config.timeout), pool.connection() as conn:
+                    return await op(conn)
             except _MISSING:
                 if attempt == 2:
                     raise
@@ -204,41 +236,31 @@ class PostgresBackend(Backend):
         raise AssertionError("unreachable")
 
     @staticmethod
-    async def _on_connection(pool: AsyncConnectionPool[Conn], op: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _on_connection(pool: Pool, op: Callable[[Conn], Awaitable[T]]) -> T:
         async with pool.connection() as conn:
             return await op(conn)
 
-    async def _ready(self) -> AsyncConnectionPool[Conn]:
+    async def _ready(self) -> Pool:
         if self._pool is not None and self.config.schema_ready:
             return self._pool
         async with self._ready_lock:
             if self._pool is None:
-                self._pool = await self._open_pool()
+                self._pool = Pool(self._connect, self.config.max_pool_size)
             if not self.config.schema_ready:
                 await asyncio.wait_for(self._on_connection(self._pool, self._ensure_schema), self.config.timeout)
                 self.config.schema_ready = True
             return self._pool
-
-    async def _open_pool(self) -> AsyncConnectionPool[Conn]:
-        pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
-            self.config.dsn, open=False, min_size=self.config.min_pool_size,
-            max_size=self.config.max_pool_size, timeout=self.config.timeout, kwargs=self._conn_kwargs(),
-            configure=self._track, name=f"layers-{self.names.prefix}")
-        await pool.open(wait=False)
-        return pool
 
     def _conn_kwargs(self) -> dict[str, Any]:
         # prepare_threshold=0 prepares every statement on first use; None never prepares (old PgBouncers).
         threshold = 0 if self.config.prepared_statements else None
         return {**self.config.connect_kwargs, "autocommit": True, "prepare_threshold": threshold}
 
-    async def _track(self, conn: Conn) -> None:
-        self._conns.add(conn)  # so abandon() can close sockets without the (closed) event loop
+    async def _connect(self) -> Conn:
+        return await psycopg.AsyncConnection.connect(self.config.dsn, **self._conn_kwargs())
 
     async def _listen_connect(self) -> Conn:
-        conn = await psycopg.AsyncConnection.connect(self.config.listen_dsn, **self._conn_kwargs())
-        self._conns.add(conn)
-        return conn
+        return await psycopg.AsyncConnection.connect(self.config.listen_dsn, **self._conn_kwargs())
 
     async def _ensure_schema(self, conn: Conn) -> None:
         """Create the tables and functions unless they exist at this VERSION; safe when many processes start."""
@@ -256,9 +278,9 @@ class PostgresBackend(Backend):
         raise BackendUnavailable(f"could not create the tables of prefix {self.names.prefix!r}")
 
     def _check_pool_soon(self) -> None:
-        """After a connection error, have the pool drop its other dead connections (server restarts)."""
+        """After a connection error, drop the idle connections: after a server restart they are all dead."""
         if self._pool is not None:
-            self._spawn(self._pool.check())
+            self._pool.drop_idle()
 
     # -- housekeeping --------------------------------------------------------------------------------------
 
@@ -284,6 +306,25 @@ class PostgresBackend(Backend):
         task = asyncio.ensure_future(call)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+if sys.version_info >= (3, 11):
+    _deadline = asyncio.timeout  # no extra task per call, unlike wait_for
+else:  # pragma: no cover - Python 3.10
+
+    @contextlib.asynccontextmanager
+    async def _deadline(seconds: float) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
+        try:
+            yield
+        except asyncio.CancelledError:
+            if handle.when() <= asyncio.get_running_loop().time():
+                raise asyncio.TimeoutError from None
+            raise
+        finally:
+            handle.cancel()
 
 
 async def _schema_version(conn: Conn, names: Names) -> int | None:

@@ -1,4 +1,4 @@
-"""``PostgresChannelLayer``: the channel layer on PostgreSQL (psycopg 3 async + psycopg_pool)."""
+"""``PostgresChannelLayer``: the channel layer on PostgreSQL (psycopg 3 async)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ __all__ = ["PostgresChannelLayer"]
 _URL_OPTIONS: dict[str, type] = {
     "schema": str,
     "durable": bool,
-    "min_pool_size": int,
     "max_pool_size": int,
     "timeout": float,
     "prepared_statements": bool,
@@ -51,7 +50,6 @@ class PostgresChannelLayer(BackendChannelLayer):
         *,
         schema: str = "public",
         durable: bool = False,
-        min_pool_size: int = 1,
         max_pool_size: int = 8,
         timeout: float = 5.0,
         prepared_statements: bool = True,
@@ -61,8 +59,8 @@ class PostgresChannelLayer(BackendChannelLayer):
         super().__init__(**options)
         if not isinstance(dsn, str) or not dsn:
             raise ConfigError(f"dsn must be a PostgreSQL URL or conninfo string, not {dsn!r}")
-        if not 1 <= min_pool_size <= max_pool_size:
-            raise ConfigError(f"need 1 <= min_pool_size <= max_pool_size, not {min_pool_size}, {max_pool_size}")
+        if type(max_pool_size) is not int or max_pool_size < 1:
+            raise ConfigError(f"max_pool_size must be a positive int, not {max_pool_size!r}")
         if not timeout > 0:
             raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
         try:
@@ -76,7 +74,7 @@ class PostgresChannelLayer(BackendChannelLayer):
         self.dsn = dsn
         self.config = PostgresConfig(
             dsn=dsn, listen_dsn=listen_dsn or dsn, names=names, durable=bool(durable),
-            min_pool_size=min_pool_size, max_pool_size=max_pool_size, timeout=float(timeout),
+            max_pool_size=max_pool_size, timeout=float(timeout),
             prepared_statements=bool(prepared_statements), sweep_every=min(self.expiry, 60.0),
             connect_kwargs=connect)
 

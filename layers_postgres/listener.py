@@ -25,6 +25,8 @@ log = logging.getLogger("layers.postgres")
 class Listener:
     """One session connection that LISTENs on the layer's channel and wakes the readers of the named queues."""
 
+    #: Queues whose wake-ups are remembered (the queues this process reads: its own and named channels).
+    max_watched: int = 10_000
     #: Seconds without notifications after which the connection is probed (detects silently dead peers).
     heartbeat: float = 15.0
 
@@ -34,25 +36,28 @@ class Listener:
         self._channel = channel
         self._timeout = timeout
         self._backoff = backoff
-        self._wakers: dict[str, set[asyncio.Event]] = {}
+        self._wakers: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self.ready = asyncio.Event()  # set while LISTEN is active
         self.connects = 0  # how many times LISTEN was established (tests watch recoveries)
 
-    def subscribe(self, queue: str) -> asyncio.Event:
-        event = asyncio.Event()
-        self._wakers.setdefault(queue, set()).add(event)
+    def watch(self, queue: str) -> asyncio.Event:
+        """The wake-up of ``queue``: set by a NOTIFY for it (or a reconnect), cleared by the reader before it
+        looks at the table.  It stays registered between pops, so a wake-up between two pops is not lost and a
+        reader that found the queue empty can skip the next look until something arrives."""
+        event = self._wakers.get(queue)
+        if event is None:
+            if len(self._wakers) >= self.max_watched:
+                self._wakers.clear()  # forget them all: a missing entry only costs one extra look at the table
+            event = self._wakers[queue] = asyncio.Event()
+            event.set()  # unknown state: look at the table first
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="layers-postgres-listener")
         return event
 
-    def unsubscribe(self, queue: str, event: asyncio.Event) -> None:
-        events = self._wakers.get(queue)
-        if events is not None:
-            events.discard(event)
-            if not events:
-                del self._wakers[queue]
+    def forget(self, queue: str) -> None:
+        self._wakers.pop(queue, None)
 
     async def _run(self) -> None:
         delay = 0.0
@@ -83,13 +88,13 @@ class Listener:
             await asyncio.wait_for(conn.execute("SELECT 1"), self._timeout)  # quiet for a while: still alive?
 
     def _wake(self, queue: str) -> None:
-        for event in self._wakers.get(queue, ()):
+        event = self._wakers.get(queue)
+        if event is not None:
             event.set()
 
     def _wake_all(self) -> None:
-        for events in self._wakers.values():
-            for event in events:
-                event.set()
+        for event in self._wakers.values():
+            event.set()
 
     async def _drop(self) -> None:
         conn, self.conn = self.conn, None

@@ -187,22 +187,6 @@ BEGIN
 END
 $layers$;
 
--- Claim up to _limit items from the head of a queue (rows other readers hold are skipped, so each item goes to
--- exactly one reader); expired items at the head are deleted on the way and not returned.
-CREATE OR REPLACE FUNCTION {n.obj("_pop")}(_queue text, _limit int, _now double precision)
-RETURNS SETOF bytea LANGUAGE sql AS $layers$
-    WITH claimed AS (
-        DELETE FROM {n.msg} WHERE ctid = ANY(ARRAY(
-            SELECT m.ctid FROM {n.msg} AS m WHERE m.queue = _queue ORDER BY m.id LIMIT _limit
-            FOR UPDATE SKIP LOCKED))
-        RETURNING id, deadline, item
-    ), counted AS (
-        UPDATE {n.queue} SET n = n - (SELECT count(*) FROM claimed)
-        WHERE queue = _queue AND EXISTS (SELECT 1 FROM claimed)
-    )
-    SELECT c.item FROM claimed AS c WHERE c.deadline >= _now ORDER BY c.id
-$layers$;
-
 -- MessagePack array of short strings (the local channels of one process bundle; names are ASCII, < 100 bytes).
 CREATE OR REPLACE FUNCTION {n.obj("_mp_strs")}(_names text[]) RETURNS bytea
 LANGUAGE sql IMMUTABLE AS $layers$
@@ -302,7 +286,6 @@ ON CONFLICT (id) DO UPDATE SET version = excluded.version;
 _FUNCTIONS = [
     ("_group_push", "text, double precision, int, double precision, bytea, bytea, bytea"),
     ("_store", "text[], bytea[], int[], double precision[], double precision"),
-    ("_pop", "text, int, double precision"),
     ("_mp_strs", "text[]"),
     ("_sweep", "double precision, double precision"),
     ("_flush", ""),
@@ -314,3 +297,64 @@ def drop_sql(names: Names) -> str:
     lines = [f"DROP FUNCTION IF EXISTS {names.obj(suffix)}({args});" for suffix, args in _FUNCTIONS]
     lines.append(f"DROP TABLE IF EXISTS {names.msg}, {names.queue}, {names.grp}, {names.meta};")
     return "\n".join(lines)
+
+
+def push_sql(n: Names) -> str:
+    """The common push, one statement: for every queue whose counter row exists and whose items all fit, bump
+    the counter, insert the items and NOTIFY; returns those queues.  Pushes to the other queues (new, full or
+    holding expired items) are retried through ``<prefix>_store``, which creates counters and cleans up.
+
+    Counter rows are locked in queue order (``ORDER BY ... FOR UPDATE``) before any is updated, so concurrent
+    batches never deadlock; the lock returns the latest committed count, so the check is exact.
+    """
+    return f"""\
+WITH input AS (
+    SELECT * FROM unnest(%(queues)s::text[], %(items)s::bytea[], %(caps)s::int[], %(deadlines)s::float8[])
+        WITH ORDINALITY AS t(queue, item, cap, deadline, ord)
+), wanted AS (
+    SELECT i.queue, count(*) AS k, max(i.cap) AS cap FROM input AS i GROUP BY i.queue
+), locked AS (
+    SELECT q.queue, q.n FROM {n.queue} AS q WHERE q.queue IN (SELECT w.queue FROM wanted AS w)
+    ORDER BY q.queue FOR UPDATE
+), counted AS (
+    UPDATE {n.queue} AS q SET n = l.n + w.k
+    FROM locked AS l JOIN wanted AS w ON w.queue = l.queue
+    WHERE q.queue = l.queue AND l.n + w.k <= w.cap
+    RETURNING q.queue
+), stored AS (
+    INSERT INTO {n.msg} (queue, deadline, item)
+    SELECT i.queue, i.deadline, i.item FROM input AS i WHERE i.queue IN (SELECT c.queue FROM counted AS c)
+    ORDER BY i.ord
+)
+SELECT c.queue, pg_notify({quote_literal(n.channel)}, c.queue) FROM counted AS c"""
+
+
+def push_one_sql(n: Names) -> str:
+    """:func:`push_sql` for a batch of one item, with scalar parameters (much cheaper to send than arrays).
+
+    One counter row, so no lock ordering is needed: the UPDATE re-checks ``n < cap`` on the latest committed
+    version of the row before it bumps it."""
+    return f"""\
+WITH counted AS (
+    UPDATE {n.queue} SET n = n + 1 WHERE queue = %(queue)s AND n < %(cap)s RETURNING queue
+), stored AS (
+    INSERT INTO {n.msg} (queue, deadline, item) SELECT c.queue, %(deadline)s, %(item)s FROM counted AS c
+)
+SELECT pg_notify({quote_literal(n.channel)}, c.queue) FROM counted AS c"""
+
+
+def pop_sql(n: Names) -> str:
+    """Claim up to ``limit`` items from the head of a queue, one statement.  Rows another reader holds are
+    skipped (so each item goes to exactly one reader); expired items at the head are deleted on the way and not
+    returned; the queue's counter drops by what was deleted."""
+    return f"""\
+WITH claimed AS (
+    DELETE FROM {n.msg} WHERE ctid = ANY(ARRAY(
+        SELECT m.ctid FROM {n.msg} AS m WHERE m.queue = %(queue)s ORDER BY m.id LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED))
+    RETURNING id, deadline, item
+), counted AS (
+    UPDATE {n.queue} SET n = n - (SELECT count(*) FROM claimed)
+    WHERE queue = %(queue)s AND EXISTS (SELECT 1 FROM claimed)
+)
+SELECT c.item FROM claimed AS c WHERE c.deadline >= %(now)s ORDER BY c.id"""
