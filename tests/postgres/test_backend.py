@@ -182,10 +182,8 @@ def test_listen_connection_killed_then_recovered(make_layer: Any, sql: psycopg.C
         await asyncio.sleep(0.05)
         await layer.send(channel, {"after": "kill"})  # possibly while the listener is still down
         assert await asyncio.wait_for(pending, 5) == {"after": "kill"}
-        deadline = time.monotonic() + 5
-        while listener.connects == before and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert listener.connects == before + 1 and listener.ready.is_set()
+        await asyncio.wait_for(listener.ready.wait(), 5)
+        assert listener.connects == before + 1
         await layer.send(channel, {"wake": "up"})  # woken by NOTIFY again, not by polling
         started = time.monotonic()
         assert await asyncio.wait_for(layer.receive(channel), 5) == {"wake": "up"}

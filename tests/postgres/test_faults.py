@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -28,11 +29,11 @@ def test_outage_fails_fast_and_pending_receive_resumes(private_server: PostgresS
             started = time.monotonic()
             with pytest.raises(BackendUnavailable):
                 await layer.send(channel, {"n": "lost"})
-            assert time.monotonic() - started < 4.5
+            assert time.monotonic() - started < 2 * 2 + 2  # timeout=2, with room for a loaded box
         assert not pending.done()
 
         await asyncio.to_thread(private_server.start)
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while True:  # the first calls after the restart may still meet a dead connection
             try:
                 await layer.send(channel, {"n": 1})
@@ -40,7 +41,7 @@ def test_outage_fails_fast_and_pending_receive_resumes(private_server: PostgresS
             except BackendUnavailable:
                 assert time.monotonic() < deadline, "the layer never recovered"
                 await asyncio.sleep(0.2)
-        assert await asyncio.wait_for(pending, 10) == {"n": 1}
+        assert await asyncio.wait_for(pending, 20) == {"n": 1}
         await layer.close()
 
     asyncio.run(main())
@@ -62,10 +63,8 @@ def test_crash_keeps_only_durable_messages(private_server: PostgresServer, durab
         layer = PostgresChannelLayer(private_server.dsn, durable=durable)
         got: list[object] = []
         for name in (channel, "named.kept"):
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 got.append(await asyncio.wait_for(layer.receive(name), 1.5))
-            except asyncio.TimeoutError:
-                pass
         await layer.close()
         return got
 
