@@ -47,13 +47,16 @@ def parser() -> argparse.ArgumentParser:
                    help="override a spec knob (shares_state, min_expiry, process_target, timeout, settle, "
                         "max_message_size, process_config); repeatable")
     p.add_argument("--pytest-args", default="", help="extra pytest arguments, e.g. \"-k cancel -x\"")
+    p.add_argument("--live", action="store_true", help="show pytest's own output while the suite runs")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        return run_report(args.target, args.config, dict(args.knob), pytest_args=args.pytest_args.split())
+        return run_report(
+            args.target, args.config, dict(args.knob), pytest_args=args.pytest_args.split(), live=args.live
+        )
     except (ValueError, ImportError) as exc:  # a bad target, option or knob: say so without a traceback
         print(f"python -m spec: error: {exc}", file=sys.stderr)
         return 2

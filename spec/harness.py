@@ -178,42 +178,50 @@ class Harness:
 
     def run(self, check: Coroutine[Any, Any, None]) -> None:
         """Run an async check on a fresh event loop, then flush and close its layers on that loop."""
-        asyncio.run(self._run(check))
+        try:
+            self._in_thread(lambda: asyncio.run(self._run(check)), "the check's event loop")
+        finally:
+            check.close()  # no "never awaited" warning when the loop never started it
 
     async def _run(self, check: Coroutine[Any, Any, None]) -> None:
         try:
             await self.bounded(check, "the check")
         finally:
-            await self.cleanup()
+            await self.bounded(self.cleanup(), "flushing and closing the check's layers")
 
     def run_sync(self, check: Callable[[], None]) -> None:
-        """Run a sync check in a worker thread (no event loop there), bounded by the time limit."""
+        """Run a sync check in a thread without an event loop (as a sync Django view runs), then clean up."""
+        try:
+            self._in_thread(check, "the sync check")
+        finally:
+            self._in_thread(lambda: asyncio.run(self.bounded(self.cleanup(), "cleanup")), "the cleanup loop")
+
+    def _in_thread(self, work: Callable[[], None], what: str) -> None:
+        """Run ``work`` in a daemon thread: even a layer that blocks its event loop cannot hang the test run."""
         errors: list[BaseException] = []
 
         def target() -> None:
             try:
-                check()
+                work()
             except BaseException as exc:  # handed to the test thread below
                 errors.append(exc)
 
-        worker = threading.Thread(target=target, name="spec-sync-check", daemon=True)
+        worker = threading.Thread(target=target, name="spec-check", daemon=True)
         worker.start()
-        worker.join(self.knobs.timeout)
-        try:
-            if worker.is_alive():
-                raise AssertionError(f"the sync check did not finish within {self.knobs.timeout:g}s (hung?)")
-            if errors:
-                raise errors[0]
-        finally:
-            asyncio.run(self.cleanup())
+        limit = 2 * self.knobs.timeout + 5  # the check's own limit, then the cleanup's, then a margin
+        worker.join(limit)
+        if worker.is_alive():
+            raise AssertionError(f"{what} did not finish within {limit:g}s (blocked?); its thread is left behind")
+        if errors:
+            raise errors[0]
 
     async def cleanup(self) -> None:
         """Flush and close every layer the check made (close twice is fine: R-CLOSE-1)."""
         layers, self._layers = self._layers, []
         for layer in layers:
             if "flush" in self.extensions:
-                await self.bounded(layer.flush(), "flush() after the check")
-            await self.bounded(layer.close(), "close() after the check")
+                await layer.flush()
+            await layer.close()
 
 
 def _mark(test: Callable[..., None], requirement: str, needs: tuple[str, ...]) -> Callable[..., None]:

@@ -121,8 +121,10 @@ def render(results: dict[str, RequirementResult]) -> list[str]:
         + (f", {counts[UNTESTED]} untested" if counts[UNTESTED] else "")
         + f" ({tests} tests)"
     )
-    failed = [r.id for r in results.values() if r.failed]
-    lines.append(f"Result: {'FAIL (' + ', '.join(failed) + ')' if failed else 'PASS'}")
+    failed = [r.id for r in results.values() if r.status == FAIL]
+    untested = [r.id for r in results.values() if r.status == UNTESTED]
+    problems = [f"{label}: {', '.join(ids)}" for label, ids in (("failed", failed), ("untested", untested)) if ids]
+    lines.append(f"Result: FAIL ({'; '.join(problems)})" if problems else "Result: PASS")
     return lines
 
 

@@ -55,12 +55,14 @@ def run_suite(
     config: Mapping[str, Any] | None = None,
     knobs: Mapping[str, Any] | None = None,
     pytest_args: Sequence[str] = (),
+    live: bool = False,
 ) -> SuiteRun:
     """Run the whole conformance suite against ``target`` (a layer URL, a dotted class path or a class).
 
     ``config`` is passed to every layer (URL: as ``from_url`` overrides; class: as constructor keywords);
     ``knobs`` override the layer class's ``spec_knobs``.  When the layer shares state and no ``process_target``
     is given, the target itself (with ``config``) is what the second process of R-MULTI-5 uses.
+    ``live`` lets pytest's own output through (e.g. with ``pytest_args=["-v"]``) instead of capturing it.
     """
     factory = make_factory(target, config)
     suite_knobs = _knobs_for(target, config, factory, knobs)
@@ -68,7 +70,7 @@ def run_suite(
     suite = type("TestTarget", (ConformanceSuite,), {"spec_knobs": suite_knobs, "layer_factory": _fixture(factory)})
     collector = RequirementCollector()
     started = time.monotonic()
-    status, output = _run_pytest(suite, collector, pytest_args)
+    status, output = _run_pytest(suite, collector, pytest_args, live)
     return SuiteRun(describe(target), resolved, collector.results(), status, output, time.monotonic() - started)
 
 
@@ -78,10 +80,11 @@ def run_report(
     knobs: Mapping[str, Any] | None = None,
     out: TextIO | None = None,
     pytest_args: Sequence[str] = (),
+    live: bool = False,
 ) -> int:
     """Run the suite against ``target``, print the requirement-by-requirement report; return the exit status."""
     stream = out or sys.stdout
-    run = run_suite(target, config, knobs, pytest_args)
+    run = run_suite(target, config, knobs, pytest_args, live)
     print(f"Conformance of {run.target} to the channel-layer spec (spec/SPEC.md)", file=stream)
     print(f"knobs: {run.knobs.describe()}", file=stream)
     print("", file=stream)
@@ -112,8 +115,8 @@ def _fixture(factory: LayerFactory) -> Any:
     return pytest.fixture(layer_factory)
 
 
-def _run_pytest(suite: type, collector: RequirementCollector, extra: Sequence[str]) -> tuple[int, str]:
-    """Run ``suite`` with pytest in this process, its terminal output captured."""
+def _run_pytest(suite: type, collector: RequirementCollector, extra: Sequence[str], live: bool) -> tuple[int, str]:
+    """Run ``suite`` with pytest in this process, its terminal output captured unless ``live``."""
     _PENDING.append(suite)
     output = io.StringIO()
     try:
@@ -124,7 +127,7 @@ def _run_pytest(suite: type, collector: RequirementCollector, extra: Sequence[st
             (Path(tmp) / "pytest.ini").write_text("[pytest]\n")
             args = [str(module), "-q", "-p", "no:cacheprovider", "--import-mode=importlib", f"--rootdir={tmp}",
                     "-c", str(Path(tmp) / "pytest.ini"), *extra]
-            with contextlib.redirect_stdout(output):
+            with contextlib.redirect_stdout(sys.stdout if live else output):
                 status = pytest.main(args, plugins=[collector])
     finally:
         _PENDING.remove(suite)

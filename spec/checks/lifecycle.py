@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,6 +16,7 @@ from .common import nothing_on, same
 __all__ = ["CloseChecks", "FlushChecks", "SyncChecks"]
 
 KINDS = pytest.mark.parametrize("kind", ["named", "process"])
+T = TypeVar("T")
 
 
 async def _round_trip(harness: Harness, layer: Any, channels: list[str], tag: str) -> None:
@@ -122,36 +124,46 @@ class SyncChecks:
     @sync_check("R-SYNC-1", "asgiref")
     def test_r_sync_1_async_to_sync_every_call(self, harness: Harness) -> None:
         """R-SYNC-1: every call through async_to_sync (a new event loop each time) works, repeatedly."""
-        from asgiref.sync import async_to_sync
-
         layer = harness.make_layer()
+        call = _sync_caller(harness)
         if "flush" in harness.extensions:
-            async_to_sync(layer.flush)()
-        channels = [harness.name("sync"), async_to_sync(layer.new_channel)()]
+            call(layer.flush(), "flush()")
+        channels = [harness.name("sync"), call(layer.new_channel(), "new_channel()")]
         for round_number in range(3):
             for channel in channels:
-                async_to_sync(layer.send)(channel, {"round": round_number})
-                same(async_to_sync(harness.receive)(layer, channel), {"round": round_number}, f"on {channel!r}")
+                call(layer.send(channel, {"round": round_number}), f"send({channel!r}) round {round_number}")
+                received = call(harness.receive(layer, channel), f"receive({channel!r}) round {round_number}")
+                same(received, {"round": round_number}, f"on {channel!r}")
             if round_number == 1:
-                async_to_sync(layer.close)()
-        async_to_sync(_round_trip)(harness, layer, channels, "sync")
-        async_to_sync(layer.close)()
+                call(layer.close(), "close()")
+        call(_round_trip(harness, layer, channels, "sync"), "sends, receives and groups after close()")
+        call(layer.close(), "the last close()")
 
     @KINDS
     @sync_check("R-SYNC-2", "asgiref")
     def test_r_sync_2_sync_send_wakes_async_receive(self, harness: Harness, kind: str) -> None:
         """R-SYNC-2: async_to_sync(send) in one thread wakes a receive() waiting on a loop in another thread."""
-        from asgiref.sync import async_to_sync
-
         layer = harness.make_layer()
+        call = _sync_caller(harness)
         if "flush" in harness.extensions:
-            async_to_sync(layer.flush)()
-        channel = async_to_sync(harness.channel)(layer, kind)
+            call(layer.flush(), "flush()")
+        channel = call(harness.channel(layer, kind), "new_channel()")
         consumer = _ThreadedConsumer(harness, layer, channel, 3)
         for i in range(3):
             time.sleep(0.05)
-            async_to_sync(layer.send)(channel, {"i": i})
+            call(layer.send(channel, {"i": i}), f"send #{i}")
         same(consumer.result(), [{"i": i} for i in range(3)], f"messages received in the other thread on {channel!r}")
+
+
+def _sync_caller(harness: Harness) -> Callable[[Coroutine[Any, Any, T], str], T]:
+    """``call(coroutine, what)``: run it through ``async_to_sync`` (a new event loop per call), time-limited."""
+    from asgiref.sync import async_to_sync
+
+    def call(coroutine: Coroutine[Any, Any, T], what: str) -> T:
+        result: T = async_to_sync(harness.bounded)(coroutine, f"{what} through async_to_sync")
+        return result
+
+    return call
 
 
 class _ThreadedConsumer:
