@@ -222,7 +222,7 @@ class PostgresBackend(Backend):
         for attempt in (1, 2):
             try:
                 pool = await self._ready()
-                async with _deadline(self.config.timeout), pool.connection() as conn:
+                async with _HardDeadline(self.config.timeout), pool.connection() as conn:
                     return await op(conn)
             except _MISSING:
                 if attempt == 2:
@@ -325,6 +325,47 @@ else:  # pragma: no cover - Python 3.10
             raise
         finally:
             handle.cancel()
+
+
+class _HardDeadline:
+    """``asyncio.timeout`` that also bounds psycopg's clean-up: psycopg answers the cancellation of a running
+    query by asking the server to cancel it and waiting up to 10 s more (a frozen server never answers, so a send
+    took ``timeout`` + 10 s); a second cancellation, ``grace`` later, makes it drop the connection at once.
+    Raises ``TimeoutError`` when it cancelled the block; an outside cancellation stays a ``CancelledError``."""
+
+    __slots__ = ("_cancels", "_handle", "_seconds", "_task")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._cancels = 0
+        self._handle = asyncio.get_running_loop().call_later(self._seconds, self._expire)
+
+    def _expire(self) -> None:
+        self._cancels += 1
+        self._task.cancel()
+        if self._cancels == 1:
+            grace = min(1.0, 0.25 * self._seconds)
+            self._handle = asyncio.get_running_loop().call_later(grace, self._expire)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: object) -> None:
+        self._handle.cancel()
+        if not self._cancels:
+            return
+        outside = False
+        uncancel = getattr(self._task, "uncancel", None)  # Python 3.11+: tell our cancellations from others
+        if uncancel is not None:
+            remaining = 0
+            for _ in range(self._cancels):
+                remaining = uncancel()
+            outside = remaining > 0
+        if exc_type is asyncio.CancelledError and not outside:
+            raise asyncio.TimeoutError(f"no answer within {self._seconds}s") from exc
 
 
 async def _schema_version(conn: Conn, names: Names) -> int | None:

@@ -106,8 +106,8 @@ class Listener:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            # Bounded: psycopg may spend seconds cancelling a query on a dying connection.
+            await asyncio.wait([task], timeout=2.0)
         self.ready.clear()
         await self._drop()
 
