@@ -4,15 +4,19 @@
 
 channels_postgres needs Django and its migrations: this script configures a minimal Django (DATABASES pointing
 at the same server, INSTALLED_APPS=["channels_postgres"]) and runs ``migrate channels_postgres`` first.  The
-workloads are the shared ones of ``layers.bench`` (``named``, ``process``, ``group-100`` by default); ``process``
-starts its receive before the first send, so channels_postgres (which strands a send that precedes the first
-receive of a process channel) can run it.
+workloads are the shared ones of ``layers.bench`` (``named``, ``process``, ``group-100``); ``named-rf``
+and ``process-rf`` (defined here) start the receive 0.5 s before the first send, so channels_postgres (which
+strands a send that precedes the first receive) can run them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
+from functools import partial
+from typing import Any
 from urllib.parse import urlsplit
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -55,6 +59,52 @@ def channels_postgres_target(url: str) -> object:
     return Target("channels_postgres", factory, url)
 
 
+async def receive_first(target: Any, count: int, *, name: str, named: bool, producers: int = 1) -> Any:
+    """send+receive where the consumer's first receive() is pending before the first send (after a 0.5 s
+    head start, not timed): channels_postgres strands messages sent before that, so this is how it can run."""
+    from layers.bench.workloads import Result, close_layer
+
+    result = Result(name, target.name)
+    layer = None
+    try:
+        layer = target.factory(capacity=count + 10, expiry=300)
+        channel = f"bench.rf.{time.monotonic_ns()}" if named else await layer.new_channel()
+
+        async def consume() -> None:
+            for _ in range(count):
+                await layer.receive(channel)
+
+        consumer = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.5)
+        async def produce(index: int) -> None:
+            for i in range(index, count, producers):
+                await layer.send(channel, {"type": "bench", "n": i, "body": b""})
+
+        started = time.perf_counter()
+        await asyncio.gather(*(produce(p) for p in range(producers)))
+        await consumer
+        result.seconds = time.perf_counter() - started
+        result.messages = count
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        if layer is not None:
+            await close_layer(layer)
+    return result
+
+
+def register_workloads() -> None:
+    from layers.bench import WORKLOADS, Workload
+
+    for named in (True, False):
+        name = f"{'named' if named else 'process'}-rf"
+        WORKLOADS[name] = Workload(partial(receive_first, name=name, named=named),
+                                   f"send+receive, {'named' if named else 'process'} channel, receive started first")
+    WORKLOADS["producers-100-rf"] = Workload(
+        partial(receive_first, name="producers-100-rf", named=False, producers=100),
+        "100 concurrent producers -> 1 consumer on a process channel, receive started first")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL, help="the PostgreSQL server both layers use")
@@ -77,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"channels_postgres skipped: {problem}", file=sys.stderr)
         else:
             targets.append(channels_postgres_target(args.url))
-    workloads = args.workload or ["named", "process", "group-100"]
+    register_workloads()
+    workloads = args.workload or ["named-rf", "process-rf", "producers-100-rf", "group-100"]
     console = Console()
     results = report.run_rounds(targets, workloads, args.messages, args.rounds, console)
     best = report.best_results(results)
