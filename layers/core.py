@@ -11,6 +11,7 @@ import abc
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 import weakref
@@ -23,7 +24,7 @@ from .capacity import CapacityRules, Pattern
 from .envelope import pack_item, unpack_item
 from .errors import BackendUnavailable, ChannelFull, ConfigError, LayerError, MessageTooLarge
 from .names import check_channel, check_group, process_part
-from .serialization import Message, Serializer, encode_message, get_serializer
+from .serialization import Message, Serializer, decode_message, encode_message, get_serializer
 
 __all__ = ["BackendChannelLayer", "BaseChannelLayer"]
 
@@ -61,12 +62,14 @@ class BaseChannelLayer(abc.ABC):
     ) -> None:
         if unknown:
             raise ConfigError(_explain_unknown_options(type(self).__name__, unknown))
-        self.expiry = _positive("expiry", expiry)
-        self.group_expiry = _positive("group_expiry", group_expiry)
+        self.expiry = _positive("expiry", expiry, _MAX_SECONDS)
+        self.group_expiry = _positive("group_expiry", group_expiry, _MAX_SECONDS)
         self.capacity = capacity
+        if channel_capacity is not None and not isinstance(channel_capacity, Mapping):
+            raise ConfigError(f"channel_capacity must be a dict of pattern -> capacity, not {channel_capacity!r}")
         self.channel_capacity = dict(channel_capacity or {})
         self.capacity_rules = CapacityRules(capacity, self.channel_capacity)
-        self.max_message_size = int(_positive("max_message_size", max_message_size))
+        self.max_message_size = int(_positive("max_message_size", max_message_size, 2**31))
         self.serializer: Serializer = get_serializer(serializer_format, symmetric_encryption_keys)
         if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{}!"):
             raise ConfigError(f"prefix must be a non-empty string without '{{', '}}' or '!', not {prefix!r}")
@@ -148,9 +151,16 @@ def _explain_unknown_options(layer: str, unknown: Mapping[str, Any]) -> str:
     return f"{layer} got unknown option(s): {'; '.join(reasons)}"
 
 
-def _positive(name: str, value: object) -> float:
+# Durations are bounded so every deadline stays a finite number a server can store (Redis keeps deadlines as
+# 15-digit milliseconds, so infinity or 1e300 would break the queue, not mean "forever").
+_MAX_SECONDS = 10 * 365 * 86400.0
+
+
+def _positive(name: str, value: object, maximum: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(f"{name} must be a positive number, not {value!r}")
+    if not value <= maximum:
+        raise ConfigError(f"{name} must be at most {maximum:g}, not {value!r}")
     return value
 
 
@@ -245,7 +255,7 @@ class BackendChannelLayer(BaseChannelLayer):
 
     def _decode(self, channel: str, payload: bytes) -> Message | None:
         try:
-            return self.serializer.loads(payload)
+            return decode_message(self.serializer, payload, self.max_message_size)
         except Exception as exc:  # garbage, or a key this layer does not hold: log and skip, never break
             log.warning("dropping undecodable message on %r: %s: %s", channel, type(exc).__name__, exc)
             return None
@@ -473,8 +483,17 @@ class _LoopState:
                 continue
             if deadline < now:
                 continue
-            for channel in channels if channels is not None else (queue,):
-                self.file(channel, (deadline, payload))
+            if channels is None:
+                self.file(queue, (deadline, payload))
+                continue
+            foreign = 0
+            for channel in channels:
+                if channel.startswith(queue) and "!" in queue:
+                    self.file(channel, (deadline, payload))
+                else:  # forged or misrouted: if kept, nobody would ever receive it
+                    foreign += 1
+            if foreign:
+                log.warning("skipping %d cop(ies) in %r addressed to channels that are not its own", foreign, queue)
 
     async def close(self) -> None:
         readers = list(self.readers.values())

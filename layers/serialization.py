@@ -80,6 +80,10 @@ class EncryptedSerializer:
         key_list = list(keys)
         if not key_list or isinstance(keys, (str, bytes)):
             raise ConfigError("symmetric_encryption_keys must be a non-empty list of keys")
+        for position, key in enumerate(key_list):
+            if not isinstance(key, (str, bytes)) or not key:
+                raise ConfigError(f"symmetric_encryption_keys[{position}] must be a non-empty str or bytes, "
+                                  f"not {type(key).__name__}")
         self._inner = inner
         self._fernet = MultiFernet([Fernet(_derive_key(key)) for key in key_list])
         self._invalid_token = InvalidToken
@@ -137,6 +141,21 @@ def encode_message(serializer: Serializer, message: object, max_size: int) -> by
             f"message is {len(data)} bytes serialized, over the layer's max_message_size of {max_size} bytes"
         )
     return data
+
+
+def decode_message(serializer: Serializer, data: bytes, max_size: int) -> Message:
+    """The message in ``data``; ValueError when it is not one a layer could have sent.
+
+    ``data`` comes from the server, so anything may be in it (garbage, a foreign writer, another key): it must be
+    no larger than ``max_size`` (the same limit ``send`` applies to the same bytes, so unpacking never allocates
+    for more than a sendable message) and decode to a dict with str keys.
+    """
+    if len(data) > max_size:
+        raise ValueError(f"{len(data)} bytes, over the layer's max_message_size of {max_size} bytes")
+    message = serializer.loads(data)
+    if type(message) is not dict or any(type(key) is not str for key in message):
+        raise ValueError(f"decodes to {_short(message)}, not a dict with str keys")
+    return message
 
 
 def _explain_unserializable(serializer: Serializer, message: Message, exc: Exception) -> str:
