@@ -233,7 +233,7 @@ class DirectShard(Shard):
         if inbox is None:  # cannot happen: we only subscribe to our inboxes' channels
             return
         inbox.arrived.append(data[6:])
-        if int(data[:6]) == inbox.generation:  # a token of an earlier ARM does not use a current one
+        if data[:6] == b"%06d" % inbox.generation:  # a token of an earlier ARM does not use a current one
             inbox.used += 1
             inbox.credits -= 1
         inbox.wake()
