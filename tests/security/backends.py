@@ -229,22 +229,32 @@ class AMQPTarget(Target):
         return layer.topology.queue(queue)  # type: ignore[attr-defined,no-any-return]
 
     def stored(self, layer: BackendChannelLayer, queue: str) -> list[bytes]:
-        """Fetch without acknowledging, then close the channel: the broker puts everything back in order."""
+        """A process queue is two AMQP queues: its own and its group inbox (group messages, minus the membership
+        records that share the inbox).  Read without acknowledging; closing the channel puts everything back."""
+        names = [self._queue(layer, queue)]
+        if "!" in queue:
+            names.append(layer.topology.group_inbox(queue))  # type: ignore[attr-defined]
+        return [body for name in names for body in self._peek(name)]
+
+    def _peek(self, name: str) -> list[bytes]:
         import pika
+
+        from layers_amqp.groups import RECORD_TYPE
 
         bodies = []
         with self.channel() as channel:
             try:
-                channel.queue_declare(self._queue(layer, queue), passive=True)
+                channel.queue_declare(name, passive=True)
             except pika.exceptions.ChannelClosedByBroker as exc:
                 if exc.reply_code == 404:
                     return []  # never declared: nothing was ever stored
                 raise
             while True:
-                method, _props, body = channel.basic_get(self._queue(layer, queue), auto_ack=False)
+                method, props, body = channel.basic_get(name, auto_ack=False)
                 if method is None:
                     break
-                bodies.append(body)
+                if props.type != RECORD_TYPE:
+                    bodies.append(body)
         return bodies
 
     def inject(self, layer: BackendChannelLayer, queue: str, item: bytes, **properties: Any) -> None:
