@@ -329,23 +329,27 @@ def fault_case(request: pytest.FixtureRequest) -> Iterator[tuple[Target, Fault]]
 # -- subprocesses ----------------------------------------------------------------------------------------------
 
 
-def run_workers(mode: str, urls: list[str], args: list[str], timeout: float = 120.0) -> list[Any]:
-    """Start one ``tests.reliability._worker`` process per URL; return what each printed as its last JSON line."""
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.reliability._worker", mode, url, str(index), *args],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for index, url in enumerate(urls)]
-    results = []
-    try:
-        for proc in procs:
+class Workers:
+    """``tests.reliability._worker`` processes, one per URL; ``results()`` waits for the JSON line each prints."""
+
+    def __init__(self, mode: str, urls: list[str], args: list[str]) -> None:
+        self.procs = [subprocess.Popen([sys.executable, "-m", "tests.reliability._worker", mode, url, str(index),
+                                        *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                      for index, url in enumerate(urls)]
+
+    def results(self, timeout: float = 180.0) -> list[Any]:
+        results = []
+        for proc in self.procs:
             out, err = proc.communicate(timeout=timeout)
             assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{err[-3000:]}"
             results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for proc in procs:
+        return results
+
+    def kill(self) -> None:
+        for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    return results
 
 
 # -- figures ---------------------------------------------------------------------------------------------------
