@@ -58,7 +58,24 @@ def parse_hosts(hosts: object) -> list[HostSpec]:
     specs: list[HostSpec] = []
     for entry in hosts:
         specs.extend(_parse_entry(entry))
+    for spec in specs:
+        _check_options(spec)
     return specs
+
+
+def _check_options(spec: HostSpec) -> None:
+    """Build (without opening) a connection the way the backend will, so a bad port or an option redis-py does
+    not know is a ConfigError now rather than a failure at the first call."""
+    if spec.kind != "single":
+        return
+    import redis.asyncio as aioredis
+
+    try:
+        pool = aioredis.ConnectionPool.from_url(spec.url, **spec.kwargs) if spec.url is not None \
+            else aioredis.ConnectionPool(**spec.kwargs)
+        pool.make_connection()  # type: ignore[no-untyped-call]
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad Redis settings for {spec.label}: {exc}") from None
 
 
 def _parse_entry(entry: object) -> list[HostSpec]:

@@ -36,12 +36,14 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-# Drops expired elements from the head of KEYS[1] (ARGV[1] is "now" in ms).  Shared by PUSH and POP.
+# Drops expired elements from the head of KEYS[1] (ARGV[1] is "now" in ms).  Shared by PUSH and POP.  An element
+# without a numeric deadline (written by something else than this layer) counts as expired: comparing its nil
+# deadline would raise an error on every later push and pop of the queue.
 _TRIM = """
 local key = KEYS[1]
 local now = tonumber(ARGV[1])
 local head = redis.call('LINDEX', key, 0)
-while head and tonumber(string.sub(head, 1, 15)) < now do
+while head and (tonumber(string.sub(head, 1, 15)) or 0) < now do
   redis.call('LPOP', key)
   head = redis.call('LINDEX', key, 0)
 end
@@ -60,7 +62,7 @@ if length >= tonumber(ARGV[2]) then return 0 end
 if length == 0 then
   local token = redis.call('LPOP', KEYS[2])
   while token do
-    if tonumber(string.sub(token, 1, 15)) >= now
+    if (tonumber(string.sub(token, 1, 15)) or 0) >= now
         and redis.call('PUBLISH', string.sub(token, 22), string.sub(token, 16, 21) .. ARGV[3]) > 0 then
       return 1
     end
