@@ -43,7 +43,10 @@ class Directory:
     def apply(self, record: bytes) -> None:
         try:
             op, key, channel, deadline = msgpack.unpackb(record, raw=False)
-        except Exception as exc:  # not ours: never let garbage break the reader
+            if op not in (ADD, DISCARD) or type(key) is not str or type(channel) is not str \
+                    or not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
+                raise ValueError(f"not a membership record: {(op, key, channel, deadline)!r:.80}")
+        except Exception as exc:  # not ours: never let garbage break the reader (this runs in pika's callback)
             log.warning("skipping an undecodable group membership record: %s", exc)
             return
         members = self.groups.setdefault(key, {})
