@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import pytest
 
+from tests.servers.amqp import rabbitmq_available
+from tests.servers.postgres import postgres_available
+
 from .backends import TARGETS, Target
+from .tls import PKI, AMQPTLSCase, PostgresTLSCase, RedisTLSCase, TLSCase, TLSPostgres, TLSRabbit, TLSRedis, make_pki
 
 T = TypeVar("T")
 Runner = Callable[..., Any]
@@ -64,3 +69,56 @@ def target_for_run(request: pytest.FixtureRequest) -> Target | None:
             value: Target = request.getfixturevalue(name)
             return value
     return None
+
+
+# -- private servers: TLS with a certificate made now, password authentication ---------------------------------
+
+ROLE, ROLE_PASSWORD = "secret", "Pg-Role-Pa55word-9d1c"
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def _need(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.skip(f"{binary} is not installed")
+
+
+@pytest.fixture(scope="session")
+def tls_redis(pki: PKI) -> Iterator[TLSRedis]:
+    _need("redis-server")
+    server = TLSRedis(pki).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_postgres(pki: PKI) -> Iterator[TLSPostgres]:
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    server = TLSPostgres(pki).init().start()
+    server.add_password_role(ROLE, ROLE_PASSWORD)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_rabbit(pki: PKI) -> Iterator[TLSRabbit]:
+    if not rabbitmq_available():
+        pytest.skip("rabbitmq-server is not installed")
+    server = TLSRabbit(pki).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=SERVERS)
+def tls_case(request: pytest.FixtureRequest, pki: PKI) -> TLSCase:
+    """Each server backend over TLS, against its private TLS server."""
+    if request.param == "redis":
+        return RedisTLSCase(pki, request.getfixturevalue("tls_redis"))
+    if request.param == "postgres":
+        return PostgresTLSCase(pki, request.getfixturevalue("tls_postgres"))
+    return AMQPTLSCase(pki, request.getfixturevalue("tls_rabbit"))

@@ -12,8 +12,10 @@ import ipaddress
 import os
 import pwd
 import shutil
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,7 +26,8 @@ from tests.servers import ServerProcess, free_port, wait_for_port
 from tests.servers.amqp import RabbitNode
 from tests.servers.postgres import PostgresServer
 
-__all__ = ["PKI", "TLSPostgres", "TLSRabbit", "TLSRedis", "make_pki"]
+__all__ = ["PKI", "AMQPTLSCase", "PostgresTLSCase", "RedisTLSCase", "TLSCase", "TLSPostgres", "TLSRabbit", "TLSRedis",
+           "make_pki"]
 
 
 @dataclass(frozen=True)
@@ -171,3 +174,71 @@ class TLSRabbit(RabbitNode):
         super().start(ready_timeout=ready_timeout)
         wait_for_port(self.tls_port, ready_timeout)
         return self
+
+
+class TLSCase:
+    """One backend over TLS: ``layer()`` trusts the test CA, ``layer(ca=pki.wrong_ca)`` must refuse the server."""
+
+    name = ""
+
+    def __init__(self, pki: PKI) -> None:
+        self.pki = pki
+        self.prefix = "tls" + os.urandom(4).hex()
+
+    def layer(self, ca: Path | None = None, **options: Any) -> Any:
+        raise NotImplementedError
+
+    def connections_encrypted(self) -> bool:
+        """True when the server says every client connection it holds is TLS (trivially so for TLS-only ports)."""
+        return True
+
+
+class RedisTLSCase(TLSCase):
+    name = "redis"
+
+    def __init__(self, pki: PKI, server: TLSRedis) -> None:
+        super().__init__(pki)
+        self.server = server
+
+    def layer(self, ca: Path | None = None, **options: Any) -> Any:
+        import layers
+
+        return layers.from_url(self.server.url(ca) + "&timeout=3", prefix=self.prefix, **options)
+
+
+class PostgresTLSCase(TLSCase):
+    name = "postgres"
+
+    def __init__(self, pki: PKI, server: TLSPostgres) -> None:
+        super().__init__(pki)
+        self.server = server
+
+    def layer(self, ca: Path | None = None, **options: Any) -> Any:
+        import layers
+
+        query = "sslmode=require" if ca is None else f"sslmode=verify-full&sslrootcert={ca}"
+        return layers.from_url(self.server.url(query) + "&timeout=3", prefix=self.prefix, **options)
+
+    def connections_encrypted(self) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.server.url("sslmode=require"), autocommit=True) as conn:
+            row = conn.execute(b"SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_ssl s "
+                               b"JOIN pg_stat_activity a USING (pid) WHERE a.client_addr IS NOT NULL").fetchone()
+        assert row is not None
+        total, encrypted = row
+        return bool(total >= 2 and total == encrypted)
+
+
+class AMQPTLSCase(TLSCase):
+    name = "amqp"
+
+    def __init__(self, pki: PKI, server: TLSRabbit) -> None:
+        super().__init__(pki)
+        self.server = server
+
+    def layer(self, ca: Path | None = None, **options: Any) -> Any:
+        from layers_amqp import AMQPChannelLayer
+
+        context = ssl.create_default_context(cafile=str(ca or self.pki.ca))
+        return AMQPChannelLayer(self.server.tls_url, ssl_context=context, timeout=3, prefix=self.prefix, **options)
