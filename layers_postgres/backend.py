@@ -186,6 +186,21 @@ class PostgresBackend(Backend):
     async def flush(self) -> None:
         await self._execute(self._sql_flush, ())
 
+    async def server_footprint(self) -> dict[str, int] | None:
+        """Rows the layer's tables hold: stored items, queue counters (empty ones go at the next sweep) and
+        group memberships (leak checks)."""
+        n = self.names
+        sql = (f"SELECT (SELECT count(*) FROM {n.msg}), (SELECT count(*) FROM {n.queue}), "
+               f"(SELECT count(*) FROM {n.queue} WHERE n > 0), (SELECT count(*) FROM {n.grp})")
+
+        async def run(conn: Conn) -> dict[str, int]:
+            cur = await conn.execute(sql)
+            row = await cur.fetchone()
+            assert row is not None
+            return dict(zip(("items", "counters", "nonempty_counters", "members"), map(int, row), strict=True))
+
+        return await self._run(run)
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

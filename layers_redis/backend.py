@@ -104,6 +104,16 @@ class RedisBackend(Backend):
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
+    async def server_footprint(self) -> dict[str, int] | None:
+        """Keys under the prefix on every shard: queues, reader-token lists and groups (leak checks)."""
+        kinds = {"q": "queues", "r": "readers", "g": "groups"}
+        counts = dict.fromkeys(kinds.values(), 0)
+        start = len(self.prefix) + 1
+        for shard in self.shards:
+            for key in await shard.scan_keys(_glob_escape(self.prefix) + ":[qgr]:*"):
+                counts[kinds[chr(key[start])]] += 1
+        return counts
+
     async def flush(self) -> None:
         pattern = _glob_escape(self.prefix) + ":[qgr]:*"
         for shard in self.shards:

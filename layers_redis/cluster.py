@@ -126,6 +126,12 @@ class ClusterShard(Shard):
 
         return await self._guard("flush", delete_all, limit=max(self.timeout, 60.0))
 
+    async def scan_keys(self, pattern: str) -> list[bytes]:
+        async def scan_all() -> list[bytes]:
+            return [key async for key in self.commands.scan_iter(match=pattern, count=1000)]
+
+        return await self._guard("scan", scan_all, limit=max(self.timeout, 60.0))
+
     async def _unlink(self, keys: list[bytes]) -> int:
         pipe = self.commands.pipeline(transaction=False)
         for key in keys:  # one UNLINK per key: keys live in different slots

@@ -66,6 +66,10 @@ class Shard(abc.ABC):
         """Delete every key matching ``pattern`` with SCAN + UNLINK batches (never KEYS)."""
 
     @abc.abstractmethod
+    async def scan_keys(self, pattern: str) -> list[bytes]:
+        """Every key matching ``pattern`` (SCAN, never KEYS); for leak checks and tools, not the hot path."""
+
+    @abc.abstractmethod
     async def close(self) -> None:
         """Release every connection (idempotent)."""
 

@@ -254,6 +254,14 @@ class DirectShard(Shard):
             if cursor in (b"0", 0):
                 return deleted
 
+    async def scan_keys(self, pattern: str) -> list[bytes]:
+        found, cursor = [], b"0"
+        while True:
+            cursor, keys = await self._call("scan", "SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+            found.extend(keys)
+            if cursor in (b"0", 0):
+                return found
+
     async def close(self) -> None:
         """Withdraw our tokens and put what was handed over but not returned back at the head of its queue."""
         inboxes = list(self._inboxes.values())
