@@ -61,6 +61,11 @@ class _Subscription:
 
 class AMQPBackend(Backend):
     min_expiry = 1.0
+    #: Sends are not batched by the core: each publishes at once (no extra loop iteration, no task), pika
+    #: pipelines them, the link writes all publishes of one loop iteration with one system call, and confirms
+    #: come back in bulk.  Measured: ~20% more sequential sends/s than the core's batching, and still ~3x
+    #: channels_rabbitmq with 100 concurrent producers.
+    coalesce_pushes = False
 
     def __init__(self, link: Link, topology: Topology, capacity_for: Callable[[str], int],
                  directory: Directory) -> None:
@@ -87,11 +92,16 @@ class AMQPBackend(Backend):
         todo = list(range(len(pushes)))
         for _ in range(3):
             await self.link.ready()
-            await self.declared.channels({pushes[i].queue: pushes[i].capacity for i in todo})
+            stale = {pushes[i].queue: pushes[i].capacity for i in todo if not self.declared.fresh(pushes[i].queue)}
+            if stale:
+                await self.declared.channels(stale)
             now = time.time()
             futures = [self.link.publish("", self.top.queue(pushes[i].queue), pushes[i].item,
                                          _ttl(pushes[i].deadline, now), True) for i in todo]
-            self.link.flush()  # the whole batch in one write, without waiting for the end of the loop iteration
+            if self.link.unconfirmed == len(futures):
+                # Nothing else in flight: write now.  Otherwise other sends of this loop iteration are probably
+                # publishing too, and the write at the end of the iteration carries them all at once.
+                self.link.flush()
             outcomes = await self._confirmed(futures)
             missing = []
             for i, outcome in zip(todo, outcomes, strict=True):
@@ -105,28 +115,11 @@ class AMQPBackend(Backend):
             todo = missing
         raise BackendUnavailable("AMQP queues keep disappearing while publishing (flushed concurrently?)")
 
-    async def _confirmed(self, futures: Sequence[asyncio.Future[bool | None]]) -> list[bool | None]:
-        """Wait for every confirm, at most ``timeout`` seconds (a timer, not wait_for: this is the hot path)."""
-        loop = self.link.loop
-        timed_out = False
-
-        def give_up() -> None:
-            nonlocal timed_out
-            timed_out = True
-            for future in futures:
-                if not future.done():
-                    future.cancel()
-
-        timer = loop.call_later(self.link.timeout, give_up)
-        try:
-            return [await future for future in futures]
-        except asyncio.CancelledError:
-            if not timed_out:
-                raise
-            raise BackendUnavailable(f"AMQP broker {self.link.where} did not confirm within "
-                                     f"{self.link.timeout}s") from None
-        finally:
-            timer.cancel()
+    @staticmethod
+    async def _confirmed(futures: Sequence[asyncio.Future[bool | None]]) -> list[bool | None]:
+        """Wait for every confirm; the link fails them with ``BackendUnavailable`` when the broker stops
+        answering for ``timeout`` seconds (one watchdog for all publishes, not a timer per call)."""
+        return [await future for future in futures]
 
     # -- pop: process queues -------------------------------------------------------------------------------
 
@@ -457,6 +450,14 @@ def _settle(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+_last_ttl: tuple[int, spec.BasicProperties] = (0, spec.BasicProperties())  # consecutive sends share their TTL
+
+
 def _ttl(deadline: float, now: float) -> spec.BasicProperties:
     """Per-message TTL: the broker drops the message (and stops counting it) once it expired."""
-    return spec.BasicProperties(expiration=str(max(1, int((deadline - now) * 1000) + 1)))
+    global _last_ttl
+    ms = max(1, int((deadline - now) * 1000) + 1)
+    last = _last_ttl  # one tuple, swapped whole: safe when loops in several threads share it
+    if last[0] != ms:
+        last = _last_ttl = (ms, spec.BasicProperties(expiration=str(ms)))
+    return last[1]

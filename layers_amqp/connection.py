@@ -122,6 +122,8 @@ class Link:
         self._tag_key: dict[int, str] = {}
         self._returned: set[int] = set()
         self._rpcs: set[asyncio.Future[Any]] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_from: tuple[int, float] = (0, 0.0)  # (tag, loop time) the confirm watchdog waits on
         self._get_lock = asyncio.Lock()
         self._get: asyncio.Future[bytes | None] | None = None
 
@@ -280,15 +282,43 @@ class Link:
         future: asyncio.Future[bool | None] = self.loop.create_future()
         self._confirms[tag] = future
         self._order.append(tag)
+        if self._watchdog is None:
+            self._watch_from = (tag, self.loop.time())
+            self._watchdog = self.loop.call_later(self.timeout, self._check_confirms)
         if mandatory:
             self._tag_key[tag] = key
             self._mandatory.setdefault(key, deque()).append(tag)
         return future
 
+    @property
+    def unconfirmed(self) -> int:
+        """Publishes still waiting for their confirm."""
+        return len(self._confirms)
+
     def flush(self) -> None:
         """Send everything published in this loop iteration now instead of at the end of the iteration."""
         if self._conn is not None:
             self._conn.flush_outgoing()
+
+    def _check_confirms(self) -> None:
+        """One timer for all publishes (not one per publish: the hot path): if the publish that was oldest when
+        the timer started is still unconfirmed ``timeout`` seconds later, the broker is not answering."""
+        self._watchdog = None
+        if not self._confirms:
+            return
+        tag, _since = self._watch_from
+        oldest = self._order[0] if self._order else tag
+        if tag in self._confirms:
+            error = BackendUnavailable(f"AMQP broker {self.where} did not confirm within {self.timeout}s")
+            self._fail_confirms(error)
+            log.warning("%s; dropping the connection", error)
+            conn = self._conn
+            if conn is not None and not (conn.is_closed or conn.is_closing):
+                with contextlib.suppress(Exception):
+                    conn.close()
+            return
+        self._watch_from = (oldest, self.loop.time())
+        self._watchdog = self.loop.call_later(self.timeout, self._check_confirms)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
@@ -327,6 +357,9 @@ class Link:
                 return
 
     def _fail_confirms(self, error: Exception) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         confirms, self._confirms = self._confirms, {}
         self._order.clear()
         self._mandatory.clear()

@@ -54,6 +54,12 @@ class Declarations:
             raise BackendUnavailable(f"AMQP call on {name!r} failed: {exc}") from exc
         self.forget(name)
 
+    def fresh(self, queue: str) -> bool:
+        """Whether the queue of this channel was declared on this connection recently enough (no await)."""
+        last = self._declared.get(self.top.queue(queue))
+        return (last is not None and self._generation == self.link.generation
+                and time.monotonic() - last <= self._renew_after(queue))
+
     async def channels(self, capacities: dict[str, int]) -> None:
         """Make sure the queues of these channels (named or process queues) exist, with their capacity."""
         self._sync()

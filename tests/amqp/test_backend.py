@@ -324,8 +324,8 @@ def test_named_channel_shared_by_readers_in_several_processes(make_layer: Any, u
     everything = sorted(n for got in results for n in got)
     assert everything == list(range(300)), f"lost or duplicated: {len(everything)} received"
     assert sum(1 for got in results if got) >= 2, f"one reader took everything: {[len(g) for g in results]}"
-    for got in results:
-        assert got == sorted(got), "each reader sees the channel's order"
+    # No per-reader order check: with several readers RabbitMQ may requeue a message a doorbell rejected
+    # "closer to the head" than where it was; FIFO holds for one writer and one reader.
 
 
 def test_an_idle_reader_holds_no_named_channel_message(make_layer: Any) -> None:
