@@ -143,6 +143,7 @@ class TLSPostgres(PostgresServer):
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'".encode())
             conn.execute(f"GRANT ALL ON SCHEMA public TO {role}".encode())
+            conn.execute(f"GRANT ALL ON DATABASE test TO {role}".encode())
 
     def url(self, query: str = "sslmode=require", user: str = "postgres") -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/test?{query}"
