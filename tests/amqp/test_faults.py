@@ -91,3 +91,26 @@ def test_broker_restart(node: Any) -> None:
         await sender.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_unconfirmed_publishes_fail_within_the_timeout(node: Any) -> None:
+    """A broker that stops answering (memory alarm: publishers are blocked) makes sends raise in bounded time."""
+
+    async def main() -> None:
+        layer = AMQPChannelLayer(node.url, prefix="blocked", timeout=1.5)
+        await layer.send("blocked.before", {"ok": True})
+        await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.0000001")
+        try:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable):
+                await layer.send("blocked.during", {"stuck": True})
+            assert time.monotonic() - started < 5
+        finally:
+            await asyncio.to_thread(node.ctl, "set_vm_memory_high_watermark", "0.4")
+        await _send_when_back(layer, "blocked.after", {"ok": "again"}, within=20)
+        assert await asyncio.wait_for(layer.receive("blocked.after"), 5) == {"ok": "again"}
+        await layer.flush()
+        await layer.close()
+
+    asyncio.run(main())
