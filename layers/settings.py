@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+import re
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
@@ -144,14 +145,27 @@ def _coerce(key: str, value: str, kind: type) -> Any:
     return int(number) if kind is float and float(number).is_integer() else number
 
 
+# Option names that carry secrets: password, passwd, pass, sslpassword, sentinel_password, any *_password.
+_SECRET_OPTION = r"(?:[A-Za-z]*_)?pass(?:word|wd)?|sslpassword"
+_SECRET_QUERY = re.compile(rf"(?i)(^|[&;])({_SECRET_OPTION})=([^&;#]*)")
+_SECRET_CONNINFO = re.compile(rf"(?i)(^|\s)({_SECRET_OPTION})(\s*=\s*)('(?:[^'\\]|\\.)*'|\S*)")
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for repr, logs and errors)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    """``url`` with every password replaced by ``***`` (for repr, logs and errors): the one in the user info,
+    query options such as ``?password=`` or ``sentinel_password=``, and ``password=`` in a libpq key=value
+    connection string.  Everything else is left exactly as written."""
+    if "://" not in url:
+        return _SECRET_CONNINFO.sub(r"\1\2\3***", url)
+    head, mark, query = url.partition("?")
+    if mark:
+        query = _SECRET_QUERY.sub(r"\1\2=***", query)
+    scheme, _, rest = head.partition("://")
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    return f"{scheme}://{netloc}{slash}{path}{mark}{query}"
 
 
 def _import(target: str, extra: str | None) -> Any:
