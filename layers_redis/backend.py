@@ -108,16 +108,28 @@ class RedisBackend(Backend):
         """Keys under the prefix on every shard: queues, reader-token lists and groups (leak checks)."""
         kinds = {"q": "queues", "r": "readers", "g": "groups"}
         counts = dict.fromkeys(kinds.values(), 0)
-        start = len(self.prefix) + 1
+        start = len(self.prefix.encode()) + 1
         for shard in self.shards:
             for key in await shard.scan_keys(_glob_escape(self.prefix) + ":[qgr]:*"):
-                counts[kinds[chr(key[start])]] += 1
+                if self._owns(key):
+                    counts[kinds[chr(key[start])]] += 1
         return counts
 
+    def _owns(self, key: bytes) -> bool:
+        """Whether a key matched by ``<prefix>:[qgr]:*`` is ours and not a layer's whose prefix extends ours with
+        ':' (prefix ``a:q`` keeps ``a:q:q:{...}`` and ``a:q:g:...``, which the glob matches too).  Ours have
+        ``{`` right after ``q:``/``r:`` and no ':' after ``g:`` (prefixes hold no '{', names no ':')."""
+        rest = key[len(self.prefix.encode()) + 1:]
+        kind, name = rest[:1], rest[2:]
+        return name.startswith(b"{") if kind in (b"q", b"r") else b":" not in name
+
     async def flush(self) -> None:
-        pattern = _glob_escape(self.prefix) + ":[qgr]:*"
+        base = _glob_escape(self.prefix)
         for shard in self.shards:
-            await shard.scan_delete(pattern)
+            await shard.scan_delete(base + ":[qr]:{*")  # cannot match a longer prefix's keys (see _owns)
+            groups = [key for key in await shard.scan_keys(base + ":g:*") if self._owns(key)]
+            for start in range(0, len(groups), 1000):
+                await asyncio.gather(*(shard.execute("UNLINK", key) for key in groups[start:start + 1000]))
 
     async def close(self) -> None:
         for shard in self.shards:
