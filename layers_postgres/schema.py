@@ -24,6 +24,9 @@ __all__ = ["VERSION", "Names", "create_sql", "drop_sql"]
 #: Bumped whenever the DDL below changes; stored in ``<prefix>_meta`` so old tables get the new functions.
 VERSION = 1
 
+# Relation names are prefix + suffix, so no suffix may end with another one ("_msg_queue" did: the layer with
+# prefix "a_msg" would name its counter table like the index of the layer with prefix "a").
+_INDEX_SUFFIX = "_msg_q"
 _MAX_IDENT = 63  # PostgreSQL truncates identifiers (and NOTIFY channel names) longer than this
 
 
@@ -106,7 +109,7 @@ CREATE {unlogged}TABLE IF NOT EXISTS {n.msg} (
     deadline double precision NOT NULL,
     item bytea NOT NULL
 );
-CREATE INDEX IF NOT EXISTS {quote_ident(n.base + "_msg_queue")} ON {n.msg} (queue, id);
+CREATE INDEX IF NOT EXISTS {quote_ident(n.base + _INDEX_SUFFIX)} ON {n.msg} (queue, id);
 
 -- Per queue: how many rows it has in {n.msg} (expired ones included until deleted).  Pushes lock this row,
 -- so the capacity check is exact under concurrent senders.
