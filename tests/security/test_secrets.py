@@ -80,6 +80,30 @@ def test_password_not_in_repr(server_target: Target) -> None:
         assert "***" in repr(layer) or "redis" in repr(layer).lower()
 
 
+def _other_forms(name: str, password: str, port: int) -> list[Any]:
+    """Layers given the password in the other places a user can put it (query options, libpq key=value)."""
+    if name == "redis":
+        return [layers.from_url(f"redis://127.0.0.1:{port}/0?password={password}&timeout=2"),
+                layers.from_url(f"redis+sentinel://:{password}@127.0.0.1:{port}/mymaster"
+                                f"?sentinel_password={password}&timeout=2"),
+                layers.from_config({"BACKEND": "layers_redis.RedisChannelLayer", "CONFIG": {
+                    "hosts": [{"address": ("127.0.0.1", port), "password": password}], "timeout": 2}})]
+    if name == "postgres":
+        from layers_postgres import PostgresChannelLayer
+
+        return [layers.from_url(f"postgresql://postgres@127.0.0.1:{port}/test?password={password}&timeout=2"),
+                PostgresChannelLayer(f"host=127.0.0.1 port={port} user=postgres password={password} dbname=test",
+                                     timeout=2),
+                PostgresChannelLayer(f"host=127.0.0.1 port={port} password = '{password} x' dbname=test",
+                                     timeout=2)]
+    return []
+
+
+def test_password_in_query_or_conninfo_not_in_repr(server_target: Target) -> None:
+    for layer in _other_forms(server_target.name, PASSWORD, 5):
+        assert not _leaks(PASSWORD, [repr(layer), str(layer)]), repr(layer)
+
+
 def test_password_not_leaked_when_nothing_listens(server_target: Target, caplog: pytest.LogCaptureFixture) -> None:
     url = server_target.url_with_password(PASSWORD, unreachable_port())
     assert url is not None
@@ -89,6 +113,11 @@ def test_password_not_leaked_when_nothing_listens(server_target: Target, caplog:
     assert isinstance(error, layers.BackendUnavailable)
     assert time.monotonic() - started < 15
     assert not _leaks(PASSWORD, list(_texts(error)) + lines + [repr(layer)])
+    for other in _other_forms(server_target.name, PASSWORD, unreachable_port())[:2]:
+        caplog.clear()
+        error, lines = _fail_to_connect(other, caplog)
+        assert isinstance(error, layers.BackendUnavailable)
+        assert not _leaks(PASSWORD, list(_texts(error)) + lines + [repr(other)])
 
 
 @pytest.fixture
