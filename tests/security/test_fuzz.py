@@ -237,3 +237,17 @@ def test_too_large_messages_raise_and_store_nothing(target: Target, run: Run) ->
     just_fits = {"b": b"x" * (limit - 20)}
     run(layer.send("fuzz.big", just_fits))
     assert run(layer.receive("fuzz.big")) == just_fits
+
+
+def test_valid_messages_round_trip_encrypted(target: Target, run: Run) -> None:
+    """The same exactness through Fernet (fewer examples: the plain test covers the value space)."""
+    writer = target.layer(symmetric_encryption_keys=["fuzz-new", "fuzz-old"])
+    reader = target.peer(writer, symmetric_encryption_keys=["fuzz-other", "fuzz-new"])
+
+    @settings(FUZZ, max_examples=EXAMPLES // 2)
+    @given(message=messages)
+    def check(message: dict[str, Any]) -> None:
+        run(writer.send("fuzz.encrypted", message))
+        assert same(run(reader.receive("fuzz.encrypted")), expected(message))
+
+    check()

@@ -203,3 +203,47 @@ def test_bad_backend_urls_raise_config_error(target: Target) -> None:
     for url in BAD_URLS[target.name] + ["nonsense", "", "redis:/no-slashes", "unknown://x"]:
         with pytest.raises(layers.ConfigError):
             layers.from_url(url)
+
+
+def _random_item(draw_kind: str, data: bytes, channels: list[str], value: Any) -> bytes:
+    if draw_kind == "bytes":
+        return data
+    if draw_kind == "envelope+bytes":
+        return pack_item(_future(), None, data)
+    if draw_kind == "envelope+value":
+        return pack_item(_future(), None, msgpack.packb(value, use_bin_type=True))
+    return pack_item(_future(), channels, data)
+
+
+def test_fuzzed_garbage_never_breaks_receive(target: Target, run: Run) -> None:
+    """Random bytes, random envelopes and random msgpack values in a named queue: every receive still returns a
+    message (a dict with str keys) and the marker sent after the garbage always arrives."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    layer = target.layer(max_message_size=2048)
+    run(layer.send("garbage.fuzz", {"marker": -1}))
+    assert run(layer.receive("garbage.fuzz")) == {"marker": -1}
+    markers = iter(range(1_000_000))
+    values = st.recursive(st.one_of(st.none(), st.integers(-10, 10), st.text(max_size=5), st.binary(max_size=5)),
+                          lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=3), c,
+                                                                                        max_size=3)), max_leaves=8)
+
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(items=st.lists(st.tuples(st.sampled_from(["bytes", "envelope+bytes", "envelope+value", "channels"]),
+                                    st.binary(max_size=64), st.lists(st.text(max_size=8), max_size=3), values),
+                          min_size=1, max_size=4))
+    def check(items: list[tuple[str, bytes, list[str], Any]]) -> None:
+        for item in items:
+            target.inject(layer, "garbage.fuzz", _random_item(*item))
+        marker = next(markers)
+        run(layer.send("garbage.fuzz", {"marker": marker}))
+        for _ in range(len(items) + 1):
+            received = run(layer.receive("garbage.fuzz"), timeout=10)
+            assert type(received) is dict and all(type(k) is str for k in received)
+            if received == {"marker": marker}:
+                return
+        raise AssertionError("the marker never arrived")
+
+    check()
