@@ -41,6 +41,7 @@ FAULT_TIMEOUT = float(os.environ.get("LAYERS_FAULT_TIMEOUT", "2.0"))
 FAULT_GRACE = float(os.environ.get("LAYERS_FAULT_GRACE", "3.0"))
 RECOVERY_LIMIT = 10.0  # seconds: the issue's bound on recovery after the server is back
 
+
 FIGURES_KEY = pytest.StashKey[list[dict[str, Any]]]()
 
 
@@ -103,6 +104,10 @@ class _Private:
         return Fault("freeze", lambda: _signal_tree(self.pid(), signal.SIGSTOP),
                      lambda: _signal_tree(self.pid(), signal.SIGCONT), keeps_messages=True)
 
+    def footprint(self, prefix: str) -> dict[str, int] | None:
+        """What the server holds under ``prefix``, seen from its admin side (None: ask the backend)."""
+        return None
+
     def stop(self) -> None:
         raise NotImplementedError
 
@@ -164,6 +169,14 @@ class _PrivateRabbit(_Private):
             "kill": Fault("kill", self._kill, self.server.start, keeps_messages=False),
             "freeze": self.freeze_fault(),
         }
+
+    def footprint(self, prefix: str) -> dict[str, int] | None:
+        """AMQP cannot list queues; the node's ``rabbitmqctl list_queues`` can."""
+        listing = self.server.ctl("-q", "list_queues", "name", "messages", "--no-table-headers")
+        rows = [line.split("\t") for line in listing.splitlines() if line.startswith(prefix + ":")]
+        registry = [int(row[1]) for row in rows if row[0] == f"{prefix}::registry"]
+        rest = [int(row[1]) for row in rows if row[0] != f"{prefix}::registry"]
+        return {"queues": len(rest), "messages": sum(rest), "registry_records": sum(registry)}
 
     def _kill(self) -> None:
         self.server.kill()
@@ -237,6 +250,20 @@ class Target:
     def shares_state(self) -> bool:
         return self.server is not None
 
+    def fixed_footprint(self, named_channels: int, processes: int) -> dict[str, int]:
+        """What the server keeps by design once everything is drained, for ``processes`` layers that received.
+
+        Redis: a receiving process keeps one list of reader tokens per queue it waits on (leased, withdrawn on
+        close).  AMQP removes no queue when it empties: each process's queue and group inbox, and each named
+        channel's queue, stay until their ``x-expires`` (process queues: max(2 x expiry, 60 s) after last use;
+        named channels: group_expiry + 60 s), and the registry keeps a record per declared name for ``flush``."""
+        if self.name == "redis":
+            return {"readers": processes}
+        if self.name == "amqp":
+            return {"queues": 2 * processes + named_channels, "messages": 0,
+                    "registry_records": 10 * (2 * processes + 1 + named_channels)}
+        return {}
+
     @property
     def faults(self) -> dict[str, Fault]:
         return self.server.faults if self.server is not None else {}
@@ -286,11 +313,27 @@ class Target:
         asyncio.run(main())
 
 
-async def footprint(layer: BaseChannelLayer) -> dict[str, Any]:
-    """In-process map sizes plus what the backend reports the server holds for the layer's prefix."""
+async def housekeeping(layer: BaseChannelLayer) -> None:
+    """Let a live process do the clean-up it does in the course of receiving, and run now what a backend
+    otherwise does periodically, so a leak check does not wait for either: a receive of one second (AMQP
+    applies the membership records waiting in the process's group inbox), then PostgreSQL's sweep (it deletes
+    empty queue counters at most once per ``min(expiry, 60)`` seconds)."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(await layer.new_channel()), 1.0)
+    backend = layer._state().backend  # type: ignore[attr-defined]
+    sweep = getattr(backend, "_sql_sweep", None)
+    if sweep is not None:
+        await backend._fetch_one(sweep, (time.time(), 0.0))
+
+
+async def footprint(layer: BaseChannelLayer, server: _Private | None = None) -> dict[str, Any]:
+    """In-process map sizes plus what the server holds for the layer's prefix: the backend's
+    ``server_footprint()``, or the private server's admin view when the backend cannot tell."""
     sizes: dict[str, Any] = dict(layer.local_state_size())  # type: ignore[attr-defined]
     backend = layer._state().backend  # type: ignore[attr-defined]
     sizes["server"] = await backend.server_footprint()
+    if sizes["server"] is None and server is not None:
+        sizes["server"] = await asyncio.to_thread(server.footprint, layer.prefix)
     return sizes
 
 
