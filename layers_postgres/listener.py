@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,21 @@ import psycopg
 from .schema import quote_ident
 
 __all__ = ["Listener"]
+
+if sys.version_info >= (3, 11):
+    _timeout = asyncio.timeout
+else:  # pragma: no cover - Python 3.10: wait_for-free fallback without a deadline
+    _timeout = contextlib.nullcontext
+
+
+def _raise_if_cancelled() -> None:
+    """Stop if this task was asked to: a cancellation can get lost inside library code (asyncio.wait_for in 3.11
+    returns a result that arrived together with the cancel), and an event loop shutting down (asyncio.run,
+    async_to_sync) would then wait for this endless loop forever."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
 
 log = logging.getLogger("layers.postgres")
 
@@ -62,6 +78,7 @@ class Listener:
     async def _run(self) -> None:
         delay = 0.0
         while True:
+            _raise_if_cancelled()
             try:
                 await self._listen()
             except asyncio.CancelledError:
@@ -77,15 +94,19 @@ class Listener:
                 delay = 0.0
 
     async def _listen(self) -> None:
-        self.conn = conn = await asyncio.wait_for(self._connect(), self._timeout)
-        await asyncio.wait_for(conn.execute(f"LISTEN {quote_ident(self._channel)}"), self._timeout)
+        async with _timeout(self._timeout):
+            self.conn = conn = await self._connect()
+            await conn.execute(f"LISTEN {quote_ident(self._channel)}")
+        _raise_if_cancelled()
         self.connects += 1
         self.ready.set()
         self._wake_all()  # catch up: anything stored while we were not listening is in the table
         while True:
             async for notify in conn.notifies(timeout=self.heartbeat):
                 self._wake(notify.payload)
-            await asyncio.wait_for(conn.execute("SELECT 1"), self._timeout)  # quiet for a while: still alive?
+            _raise_if_cancelled()
+            async with _timeout(self._timeout):
+                await conn.execute("SELECT 1")  # quiet for a while: still alive?
 
     def _wake(self, queue: str) -> None:
         event = self._wakers.get(queue)
