@@ -76,6 +76,9 @@ class Target:
     def cleanup(self) -> None:
         """Remove everything stored under the prefixes used (best effort)."""
 
+    def _prefixes(self) -> set[str]:
+        return {self.prefix} | {layer.prefix for layer in self._layers}
+
 
 class MemoryTarget(Target):
     name = "memory"
@@ -142,7 +145,7 @@ class RedisTarget(Target):
             client.pexpire(self._key(layer, queue), 120_000)
 
     def cleanup(self) -> None:
-        prefixes = {layer.prefix for layer in self._layers}
+        prefixes = self._prefixes()
         with contextlib.suppress(Exception), self.client() as client:
             for prefix in prefixes:
                 for key in client.scan_iter(match=f"{prefix}:*", count=1000):
@@ -195,7 +198,7 @@ class PostgresTarget(Target):
         from layers_postgres import drop_ddl
 
         with contextlib.suppress(Exception), self.connection() as conn:
-            for prefix in {layer.prefix for layer in self._layers}:
+            for prefix in self._prefixes():
                 conn.execute(drop_ddl(prefix).encode())
 
 
@@ -269,10 +272,12 @@ class AMQPTarget(Target):
     def cleanup(self) -> None:
         import asyncio
 
-        for prefix in {layer.prefix for layer in self._layers}:
+        for prefix in self._prefixes():
             with contextlib.suppress(Exception):
                 layer = self.build(prefix=prefix)
                 asyncio.run(_flush_and_close(layer))
+                with self.channel() as channel:  # flush keeps the registry queue; it never expires by itself
+                    channel.queue_delete(layer.topology.registry)  # type: ignore[attr-defined]
 
 
 async def _flush_and_close(layer: BackendChannelLayer) -> None:
