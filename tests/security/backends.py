@@ -164,7 +164,8 @@ class PostgresTarget(Target):
     def build(self, **options: Any) -> BackendChannelLayer:
         from layers_postgres import PostgresChannelLayer
 
-        return PostgresChannelLayer(POSTGRES_DSN, timeout=3, **options)
+        # Few connections: the shared server (max_connections 100) also serves the other suites running alongside.
+        return PostgresChannelLayer(POSTGRES_DSN, timeout=3, max_pool_size=2, **options)
 
     def url_with_password(self, password: str, port: int) -> str:
         return f"postgresql://postgres:{password}@127.0.0.1:{port}/test?connect_timeout=2"
