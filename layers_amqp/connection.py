@@ -276,7 +276,10 @@ class Link:
         """Publish now (call after :meth:`ready`); the future says acked (True), nacked (False), returned (None)."""
         if self._pub is None:
             raise BackendUnavailable(f"AMQP connection to {self.where} is down")
-        self._pub.basic_publish(exchange, key, body, properties, mandatory)
+        try:
+            self._pub.basic_publish(exchange, key, body, properties, mandatory)
+        except pika.exceptions.AMQPError as exc:  # e.g. the channel is closing: callers only know our errors
+            raise BackendUnavailable(f"AMQP connection to {self.where} is going down: {_describe(exc)}") from exc
         self._tag += 1
         tag = self._tag
         future: asyncio.Future[bool | None] = self.loop.create_future()
@@ -284,7 +287,7 @@ class Link:
         self._order.append(tag)
         if self._watchdog is None:
             self._watch_from = (tag, self.loop.time())
-            self._watchdog = self.loop.call_later(self.timeout, self._check_confirms)
+            self._watchdog = self.loop.call_later(self.timeout / 4, self._check_confirms)
         if mandatory:
             self._tag_key[tag] = key
             self._mandatory.setdefault(key, deque()).append(tag)
@@ -301,24 +304,30 @@ class Link:
             self._conn.flush_outgoing()
 
     def _check_confirms(self) -> None:
-        """One timer for all publishes (not one per publish: the hot path): if the publish that was oldest when
-        the timer started is still unconfirmed ``timeout`` seconds later, the broker is not answering."""
+        """One timer for all publishes (not one per publish: the hot path): if the oldest unconfirmed publish has
+        waited ``timeout`` seconds, the broker is not answering.  The timer looks every quarter ``timeout`` for
+        a new oldest publish, so a send fails at most 1.25 x ``timeout`` after it was published (it used to look
+        once per ``timeout``, which let a send wait up to twice as long)."""
         self._watchdog = None
         if not self._confirms:
             return
-        tag, _since = self._watch_from
-        oldest = self._order[0] if self._order else tag
-        if tag in self._confirms:
+        now = self.loop.time()
+        tag, since = self._watch_from
+        if tag not in self._confirms:  # confirmed: watch the publish that is oldest now
+            oldest = self._order[0] if self._order else tag
+            tag, since = self._watch_from = (oldest, now)
+        if tag in self._confirms and now - since >= self.timeout:
             error = BackendUnavailable(f"AMQP broker {self.where} did not confirm within {self.timeout}s")
             self._fail_confirms(error)
             log.warning("%s; dropping the connection", error)
-            conn = self._conn
-            if conn is not None and not (conn.is_closed or conn.is_closing):
-                with contextlib.suppress(Exception):
-                    conn.close()
+            # Not a polite close, which a frozen broker never answers (publishes meanwhile found the channel
+            # "closing"): forget this connection now and connect afresh; its close callback is then ignored.
+            self._drop_connection()
+            if not self._closed:
+                self._start_connector()
             return
-        self._watch_from = (oldest, self.loop.time())
-        self._watchdog = self.loop.call_later(self.timeout, self._check_confirms)
+        self._watchdog = self.loop.call_later(min(since + self.timeout - now, self.timeout / 4),
+                                              self._check_confirms)
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
