@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ddl = commands.add_parser("postgres-ddl", help="print the SQL that creates the PostgreSQL layer's tables")
     ddl.add_argument("--prefix", default="asgi", help="the layer's prefix (default asgi)")
+    ddl.add_argument("--schema", default="public", help="the schema the tables live in (default public)")
     ddl.add_argument("--durable", action="store_true", help="logged tables instead of UNLOGGED")
     ddl.set_defaults(run=_postgres_ddl)
     return parser
@@ -180,7 +181,7 @@ def _postgres_ddl(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise SystemExit(f"layers: error: the PostgreSQL backend is not available ({exc}); "
                          "pip install 'channel-layers[postgres]'") from None
-    print(ddl(prefix=args.prefix, durable=args.durable))
+    print(ddl(prefix=args.prefix, schema=args.schema, durable=args.durable))
     return 0
 
 

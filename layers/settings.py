@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .core import BaseChannelLayer
 from .errors import ConfigError
@@ -134,7 +134,8 @@ def split_url(url: str) -> tuple[str, dict[str, Any]]:
         else:
             kept.append((key, value))
     query = "&".join(f"{k}={v}" for k, v in kept)
-    return urlunsplit(parts._replace(query=query)), options
+    base = url.split("?", 1)[0]  # rebuilt by hand: urlunsplit turns unix:///path into unix:/path
+    return (f"{base}?{query}" if query else base), options
 
 
 def _coerce(key: str, value: str, kind: type) -> Any:
