@@ -33,8 +33,12 @@ else:
         from channels.exceptions import ChannelFull as _ChannelsFull
         from channels.exceptions import MessageTooLarge as _ChannelsTooLarge
     except ImportError:  # pragma: no cover - exercised without Channels installed
-        _ChannelsFull = Exception
-        _ChannelsTooLarge = Exception
+
+        class _ChannelsFull(Exception):
+            """Stands in for channels.exceptions.ChannelFull."""
+
+        class _ChannelsTooLarge(Exception):
+            """Stands in for channels.exceptions.MessageTooLarge."""
 
 
 class LayerError(Exception):

@@ -279,3 +279,16 @@ def test_unknown_and_peer_options_are_config_errors_with_hints() -> None:
         layers.InMemoryChannelLayer(random_prefix_length=12)
     with pytest.raises(layers.ConfigError, match="'local_capacity' .*use capacity"):
         layers.from_config({"BACKEND": "layers.InMemoryChannelLayer", "CONFIG": {"local_capacity": 10}})
+
+
+def test_core_works_without_channels_installed() -> None:
+    code = (
+        "import sys; sys.modules['channels'] = None; sys.modules['channels.exceptions'] = None\n"
+        "import asyncio, layers\n"
+        "l = layers.InMemoryChannelLayer(capacity=1)\n"
+        "async def main():\n    await l.send('c', {})\n    try:\n        await l.send('c', {})\n"
+        "    except layers.ChannelFull:\n        print('full')\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "full"
