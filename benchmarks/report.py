@@ -35,7 +35,7 @@ SECTIONS: list[tuple[str, str, list[str], list[str]]] = [
      ["process", "named", "producers-10", "producers-100", "group-100", "group-1000", "fanout-procs", "latency",
       "size-10k", "size-500k", "overload", "residue"]),
     ("PostgreSQL", POSTGRES, ["channels_postgres"],
-     ["process", "named", "producers-100", "group-100", "latency", "size-10k", "overload"]),
+     ["named-rf", "process-rf", "producers-100-rf", "group-100", "process", "named", "size-10k", "overload"]),
     ("AMQP (RabbitMQ)", AMQP, ["channels_rabbitmq"],
      ["process", "named", "producers-100", "group-100", "fanout-procs", "latency", "size-10k", "overload"]),
 ]

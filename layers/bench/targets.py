@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,13 +54,30 @@ def _channels_rabbitmq(url: str, **options: Any) -> Layer:
 
 
 def _channels_postgres(url: str, **options: Any) -> Layer:
+    database = _django_database(url)  # before importing the peer: its module needs Django configured
     from channels_postgres.core import PostgresChannelLayer
 
     options.pop("capacity", None)  # it has no capacity
-    parts = urlsplit(url)
-    database = {"NAME": parts.path.lstrip("/") or "postgres", "USER": parts.username or "postgres",
-                "PASSWORD": parts.password or "", "HOST": parts.hostname or "127.0.0.1", "PORT": parts.port or 5432}
     return PostgresChannelLayer(**database, **options)
+
+
+def _django_database(url: str) -> dict[str, Any]:
+    """channels_postgres needs Django configured with its app migrated; do that once, on the peer's server."""
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    if not settings.configured:
+        parts = urlsplit(url)
+        database = {"ENGINE": "django.db.backends.postgresql", "NAME": parts.path.lstrip("/") or "postgres",
+                    "USER": parts.username or "postgres", "PASSWORD": parts.password or "",
+                    "HOST": parts.hostname or "127.0.0.1", "PORT": parts.port or 5432}
+        settings.configure(DATABASES={"default": database}, INSTALLED_APPS=["channels_postgres"], USE_TZ=True)
+        django.setup()
+        os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # a one-off migrate from a benchmark's loop
+        call_command("migrate", "channels_postgres", verbosity=0)
+    return dict(connections["default"].settings_dict)
 
 
 PEERS: dict[str, tuple[Callable[..., Layer], str]] = {

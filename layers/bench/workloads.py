@@ -51,8 +51,12 @@ async def close_layer(layer: Layer) -> None:
 
 
 async def send_receive(target: Target, count: int, *, name: str, named: bool = False, producers: int = 1,
-                       size: int = 0) -> Result:
-    """``producers`` tasks each await every send while one consumer receives them all."""
+                       size: int = 0, receive_first: bool = False) -> Result:
+    """``producers`` tasks each await every send while one consumer receives them all.
+
+    ``receive_first`` gives the consumer a 0.5 s head start (not timed), for peers that strand messages sent
+    before the first ``receive()`` (channels_postgres).
+    """
     result = Result(name, target.name)
     layer = None
     try:
@@ -69,8 +73,11 @@ async def send_receive(target: Target, count: int, *, name: str, named: bool = F
             for _ in range(per_producer * producers):
                 await layer.receive(channel)
 
+        consumer = asyncio.ensure_future(consume())
+        if receive_first:
+            await asyncio.sleep(0.5)
         started = time.perf_counter()
-        await asyncio.gather(consume(), *(produce(p) for p in range(producers)))
+        await asyncio.gather(consumer, *(produce(p) for p in range(producers)))
         result.seconds = time.perf_counter() - started
         result.messages = per_producer * producers
     except Exception as exc:
