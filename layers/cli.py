@@ -112,32 +112,25 @@ def _load_message(text: str) -> dict[str, Any]:
 
 
 def _send(args: argparse.Namespace) -> int:
-    message = _load_message(args.message)
-
-    async def run() -> None:
-        layer = from_url(args.url)
-        try:
-            await layer.send(args.channel, message)
-        finally:
-            await layer.close()
-
-    asyncio.run(run())
-    print(f"sent to {args.channel}")
-    return 0
+    return _send_one(args.url, "send", args.channel, args.message, f"sent to {args.channel}")
 
 
 def _group_send(args: argparse.Namespace) -> int:
-    message = _load_message(args.message)
+    return _send_one(args.url, "group_send", args.group, args.message, f"sent to group {args.group}")
+
+
+def _send_one(url: str, method: str, name: str, text: str, done: str) -> int:
+    message = _load_message(text)
 
     async def run() -> None:
-        layer = from_url(args.url)
+        layer = from_url(url)
         try:
-            await layer.group_send(args.group, message)
+            await getattr(layer, method)(name, message)
         finally:
             await layer.close()
 
     asyncio.run(run())
-    print(f"sent to group {args.group}")
+    print(done)
     return 0
 
 
