@@ -31,6 +31,9 @@ class RedisBackend(Backend):
     """The Redis backend for one event loop."""
 
     min_expiry = 0.1
+    # The command link already writes every command of one loop iteration together: a core-side coalescer would
+    # only add a task and two loop iterations to each send (measured: process send+receive 5.5k -> 7.2-8k msgs/s).
+    coalesce_pushes = False
 
     def __init__(self, hosts: Sequence[HostSpec], prefix: str, timeout: float, max_connections: int) -> None:
         self.shards = [make_shard(spec, timeout, max_connections) for spec in hosts]
