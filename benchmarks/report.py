@@ -45,7 +45,8 @@ def _cell(result: Result | None) -> str:
     if result is None:
         return "–"
     if result.error:
-        return "n/a" if result.error.startswith("n/a") else f"fails: {result.error[:70]}"
+        one_line = " ".join(result.error.split()).replace("|", "/")  # a Markdown table cell
+        return "n/a" if one_line.startswith("n/a") else f"fails: {one_line[:70]}"
     text = f"{result.rate:,.0f}"
     if "p50_ms" in result.extra:
         text += f" (p50 {result.extra['p50_ms']} ms, p99 {result.extra['p99_ms']} ms)"

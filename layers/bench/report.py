@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import platform
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from ..errors import ConfigError
@@ -61,14 +63,40 @@ def run_rounds(targets: Sequence[Target], workloads: Sequence[str], count: int, 
         task = progress.add_task("benchmarking", total=len(jobs))
         for round_no, workload, target in jobs:
             progress.update(task, description=f"round {round_no + 1}/{rounds} {workload} on {target.name}")
-            results.append(asyncio.run(_timed(workload, target, count)))
+            run = _run_isolated if target.isolated else _run_here
+            results.append(run(workload, target, count))
             progress.advance(task)
     return results
 
 
+def _time_limit(count: int) -> float:
+    return max(60.0, count / 50)
+
+
+def _run_here(workload: str, target: Target, count: int) -> Result:
+    return asyncio.run(_timed(workload, target, count))
+
+
+def _run_in_child(workload: str, spec: str, count: int) -> Result:
+    return _run_here(workload, make_target(spec), count)
+
+
+def _run_isolated(workload: str, target: Target, count: int) -> Result:
+    """Run in a child process, so whatever the layer leaves open (connections, tasks) goes when it exits."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        future = pool.submit(_run_in_child, workload, target.spec, count)
+        try:
+            return future.result(timeout=_time_limit(count) + 60)
+        except Exception as exc:  # a child that hung past its own timeout, or died
+            for process in list(pool._processes.values()):
+                process.kill()
+            return Result(workload, target.name, error=f"child process failed: {type(exc).__name__}: {exc}"[:200])
+
+
 async def _timed(workload: str, target: Target, count: int) -> Result:
     try:
-        return await asyncio.wait_for(run_workload(workload, target, count), timeout=max(60.0, count / 50))
+        return await asyncio.wait_for(run_workload(workload, target, count), timeout=_time_limit(count))
     except asyncio.TimeoutError:
         return Result(workload, target.name, error="timed out (the layer hung or was far too slow)")
 

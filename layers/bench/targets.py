@@ -24,6 +24,7 @@ class Target:
     factory: Factory
     spec: str
     cross_process: bool = True  # False for in-process layers, which no worker process can reach
+    isolated: bool = False  # run each workload in a child process: the layer leaks server connections
 
 
 def _channels_memory(url: str, **options: Any) -> Layer:
@@ -80,6 +81,10 @@ def _django_database(url: str) -> dict[str, Any]:
     return dict(connections["default"].settings_dict)
 
 
+# channels_postgres keeps a LISTEN connection per receiving channel open after close(): a group of 100 members
+# exhausts a default server (max_connections = 100) and every later workload fails with "too many clients".
+_ISOLATED = {"channels_postgres"}
+
 PEERS: dict[str, tuple[Callable[..., Layer], str]] = {
     "channels_memory": (_channels_memory, ""),
     "channels_redis": (_channels_redis, "redis://127.0.0.1:6379/0"),
@@ -95,6 +100,7 @@ def make_target(spec: str) -> Target:
     if name in PEERS:
         build, default_url = PEERS[name]
         url = url or default_url
-        return Target(name, lambda **options: build(url, **options), spec, cross_process=bool(default_url))
+        return Target(name, lambda **options: build(url, **options), spec, cross_process=bool(default_url),
+                      isolated=name in _ISOLATED)
     return Target(redact_url(spec), lambda **options: from_url(spec, **options), spec,
                   cross_process=not spec.startswith("memory:"))
