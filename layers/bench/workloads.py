@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,6 +51,22 @@ async def close_layer(layer: Layer) -> None:
                 await asyncio.wait_for(call(), 10)
 
 
+async def _measure(target: Target, name: str, body: Callable[[Layer, Result], Awaitable[None]],
+                   **options: Any) -> Result:
+    """Build the target's layer with ``options``, run ``body`` on it, and always close it; errors become results."""
+    result = Result(name, target.name)
+    layer = None
+    try:
+        layer = target.factory(**options)
+        await body(layer, result)
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        if layer is not None:
+            await close_layer(layer)
+    return result
+
+
 async def send_receive(target: Target, count: int, *, name: str, named: bool = False, producers: int = 1,
                        size: int = 0, receive_first: bool = False) -> Result:
     """``producers`` tasks each await every send while one consumer receives them all.
@@ -57,13 +74,11 @@ async def send_receive(target: Target, count: int, *, name: str, named: bool = F
     ``receive_first`` gives the consumer a 0.5 s head start (not timed), for peers that strand messages sent
     before the first ``receive()`` (channels_postgres).
     """
-    result = Result(name, target.name)
-    layer = None
-    try:
-        layer = target.factory(capacity=count + 10, expiry=300)
+    body = b"x" * size
+    per_producer = max(1, count // producers)
+
+    async def run(layer: Layer, result: Result) -> None:
         channel = _unique("named") if named else await layer.new_channel()
-        body = b"x" * size
-        per_producer = max(1, count // producers)
 
         async def produce(index: int) -> None:
             for i in range(per_producer):
@@ -80,22 +95,16 @@ async def send_receive(target: Target, count: int, *, name: str, named: bool = F
         await asyncio.gather(consumer, *(produce(p) for p in range(producers)))
         result.seconds = time.perf_counter() - started
         result.messages = per_producer * producers
-    except Exception as exc:
-        result.error = f"{type(exc).__name__}: {exc}"[:200]
-    finally:
-        if layer is not None:
-            await close_layer(layer)
-    return result
+
+    return await _measure(target, name, run, capacity=count + 10, expiry=300)
 
 
 async def group_fan_out(target: Target, count: int, *, name: str, members: int) -> Result:
     """Members are process channels of this layer; each group_send is counted once per member delivered."""
-    result = Result(name, target.name)
-    layer = None
     group = _unique("group").replace(".", "-")
-    try:
-        sends = max(1, count // members)
-        layer = target.factory(capacity=sends + 10, expiry=300)
+    sends = max(1, count // members)
+
+    async def run(layer: Layer, result: Result) -> None:
         channels = [await layer.new_channel() for _ in range(members)]
         for channel in channels:
             await layer.group_add(group, channel)
@@ -111,20 +120,14 @@ async def group_fan_out(target: Target, count: int, *, name: str, members: int) 
         await drains
         result.seconds = time.perf_counter() - started
         result.messages = sends * members
-    except Exception as exc:
-        result.error = f"{type(exc).__name__}: {exc}"[:200]
-    finally:
-        if layer is not None:
-            await close_layer(layer)
-    return result
+
+    return await _measure(target, name, run, capacity=sends + 10, expiry=300)
 
 
 async def capacity_overload(target: Target, count: int, *, name: str, capacity: int = 100) -> Result:
     """A producer twice as fast as the consumer until ``ChannelFull``: accepted must equal delivered."""
-    result = Result(name, target.name)
-    layer = None
-    try:
-        layer = target.factory(capacity=capacity, expiry=300)
+
+    async def run(layer: Layer, result: Result) -> None:
         channel = _unique("overload")
         accepted = rejected = delivered = 0
         started = time.perf_counter()
@@ -146,20 +149,14 @@ async def capacity_overload(target: Target, count: int, *, name: str, capacity: 
         result.messages = accepted
         result.extra = {"accepted": accepted, "rejected": rejected, "delivered": delivered,
                         "accepted_equals_delivered": accepted == delivered}
-    except Exception as exc:
-        result.error = f"{type(exc).__name__}: {exc}"[:200]
-    finally:
-        if layer is not None:
-            await close_layer(layer)
-    return result
+
+    return await _measure(target, name, run, capacity=capacity, expiry=300)
 
 
 async def residue(target: Target, count: int, *, name: str) -> Result:
     """``count`` channels (half process, half named) each used once and drained; what stays behind?"""
-    result = Result(name, target.name)
-    layer = None
-    try:
-        layer = target.factory(capacity=10, expiry=300)
+
+    async def run(layer: Layer, result: Result) -> None:
         base = await layer.new_channel()
         started = time.perf_counter()
         for i in range(count):
@@ -169,12 +166,8 @@ async def residue(target: Target, count: int, *, name: str) -> Result:
         result.seconds = time.perf_counter() - started
         result.messages = count
         result.extra = await _footprint(layer)
-    except Exception as exc:
-        result.error = f"{type(exc).__name__}: {exc}"[:200]
-    finally:
-        if layer is not None:
-            await close_layer(layer)
-    return result
+
+    return await _measure(target, name, run, capacity=10, expiry=300)
 
 
 async def _footprint(layer: Layer) -> dict[str, Any]:
