@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import struct
@@ -26,9 +27,23 @@ from layers.core import GroupFanOut
 from layers.errors import BackendUnavailable
 from layers.settings import redact_url
 
-from .listener import Listener
+from . import wire
+from .handoff import Handoffs, Slot
+from .listener import Listener, Wake
 from .pool import Pool
-from .schema import VERSION, Names, create_sql, pop_sql, push_one_sql, push_sql
+from .schema import (
+    HANDED,
+    NOT_STORED,
+    VERSION,
+    Names,
+    create_sql,
+    hand_sql,
+    pop_sql,
+    push_claim_sql,
+    push_one_sql,
+    push_sql,
+)
+from .wire import BYTEA, FLOAT8, INT4, TEXT, Statement
 
 __all__ = ["PostgresBackend", "PostgresConfig"]
 
@@ -69,6 +84,8 @@ class PostgresBackend(Backend):
     poll_interval: float = 0.5
     #: Seconds a process-queue reader woken during a busy stream waits before it claims (0 disables).
     gather_delay: float = 0.001
+    #: Loop turns a push to a named queue waits, after this backend's claim of it ended, for its reader to park.
+    rejoin_turns: int = 4
 
     def __init__(self, config: PostgresConfig) -> None:
         self.config = config
@@ -82,8 +99,13 @@ class PostgresBackend(Backend):
         n = self.names
         self._sql_store = f"SELECT {n.obj('_store')}(%s::text[], %s::bytea[], %s::int[], %s::float8[], %s)"
         self._sql_push = push_sql(n)
-        self._sql_push_one = push_one_sql(n)
-        self._sql_pop = pop_sql(n)
+        self._push_one = _statement("push1", push_one_sql(n), [TEXT, BYTEA, INT4, FLOAT8])
+        self._pop = _statement("pop", pop_sql(n), [TEXT, INT4, FLOAT8])
+        self._hand_sql = _statement("hand", hand_sql(n), [TEXT, BYTEA])
+        self._push_claim = _statement("pushclaim", push_claim_sql(n), [TEXT, BYTEA, INT4, FLOAT8, INT4, FLOAT8])
+        self._handoffs = Handoffs()
+        self._claiming: dict[str, asyncio.Future[None]] = {}  # queue -> done when this backend's claim of it ends
+        self.handed = 0  # pushes that claimed for this backend's parked reader (tests and benchmarks read it)
         self._sql_group_push = f"SELECT {n.obj('_group_push')}(%s, %s, %s, %s, %s, %s, %s)"
         self._sql_sweep = f"SELECT {n.obj('_sweep')}(%s, %s)"
         self._sql_flush = f"SELECT {n.obj('_flush')}()"
@@ -99,41 +121,103 @@ class PostgresBackend(Backend):
         if not pushes:
             return []
         self._maybe_sweep()
-        now = time.time()
+        if len(pushes) == 1:
+            slot = await self._parked_reader(pushes[0].queue)
+            if slot is not None:
+                return [await self._push_to_reader(pushes[0], slot)]
         stored = await self._push_fast(pushes)
         rest = [i for i, push in enumerate(pushes) if push.queue not in stored]
         if not rest:
             return [True] * len(pushes)
         # New queues, full-looking queues: the function creates counters and deletes expired items first.
         slow = [pushes[i] for i in rest]
-        args = ([p.queue for p in slow], [p.item for p in slow], [p.capacity for p in slow],
-                [p.deadline for p in slow], now)
         results = [True] * len(pushes)
-        for i, ok in zip(rest, await self._fetch_one(self._sql_store, args), strict=True):
-            results[i] = bool(ok)
+        for i, ok in zip(rest, await self._store(slow), strict=True):
+            results[i] = ok
         return results
+
+    async def _store(self, pushes: Sequence[Push]) -> list[bool]:
+        args = ([p.queue for p in pushes], [p.item for p in pushes], [p.capacity for p in pushes],
+                [p.deadline for p in pushes], time.time())
+        return [bool(ok) for ok in await self._fetch_one(self._sql_store, args)]
 
     async def _push_fast(self, pushes: Sequence[Push]) -> set[str]:
         """The queues whose pushes were all stored by the one-statement path (existing counter, room for all)."""
         if len(pushes) == 1:
             push = pushes[0]
-            sql = self._sql_push_one
-            args: dict[str, Any] = {"queue": push.queue, "item": push.item, "cap": push.capacity,
-                                    "deadline": push.deadline}
-        else:
-            sql = self._sql_push
-            args = {"queues": [p.queue for p in pushes], "items": [p.item for p in pushes],
-                    "caps": [p.capacity for p in pushes], "deadlines": [p.deadline for p in pushes]}
+            params = [wire.encode_text(push.queue), push.item, wire.encode_int(push.capacity),
+                      wire.encode_float(push.deadline)]
+            result = await self._raw(self._push_one, params)
+            return {push.queue} if result.ntuples else set()
+        args = {"queues": [p.queue for p in pushes], "items": [p.item for p in pushes],
+                "caps": [p.capacity for p in pushes], "deadlines": [p.deadline for p in pushes]}
 
         async def run(conn: Conn) -> set[str]:
-            cur = await conn.execute(sql, args)
-            rows = await cur.fetchall()
-            return {pushes[0].queue} if sql is self._sql_push_one and rows else {row[0] for row in rows}
+            cur = await conn.execute(self._sql_push, args)
+            return {row[0] for row in await cur.fetchall()}
 
         return await self._run(run)
 
+    async def _parked_reader(self, queue: str) -> Slot | None:
+        """This backend's reader of ``queue`` if it is parked, for a push to serve directly.
+
+        When that reader is claiming from a named queue right now, wait for the claim and a few loop turns: it
+        usually parks again at once, and a push stored behind its back instead would keep it one message behind
+        (claiming each message separately) for as long as the stream lasts."""
+        slot = self._handoffs.take(queue)
+        claiming = self._claiming.get(queue)
+        if slot is not None or claiming is None:
+            return slot
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with _deadline(self.config.timeout):  # the claim has its own limit; this only bounds the wait
+                await asyncio.shield(claiming)
+        for _ in range(self.rejoin_turns):
+            await asyncio.sleep(0)
+            slot = self._handoffs.take(queue)
+            if slot is not None:
+                break
+        return slot
+
+    async def _push_to_reader(self, push: Push, slot: Slot) -> bool:
+        """Push one item and claim the head of its queue for this backend's parked reader: one statement when the
+        queue is empty (the common case), else a second one that claims older items first."""
+        handed: list[bytes] | None = None
+        status = HANDED
+        try:
+            handed = await self._hand(push)
+            if handed is None:
+                handed, status = await self._push_claiming(push, slot.limit)
+        finally:
+            self._handoffs.deliver(push.queue, slot, handed)  # None (failed): the reader looks for itself
+        self.handed += 1
+        if status == NOT_STORED:  # full-looking or a new queue: the function cleans up and creates counters
+            return (await self._store([push]))[0]
+        return True
+
+    async def _hand(self, push: Push) -> list[bytes] | None:
+        """The item, if its queue holds nothing at all (see :func:`layers_postgres.schema.hand_sql`)."""
+        result = await self._raw(self._hand_sql, [wire.encode_text(push.queue), push.item])
+        return [_value(result, 0, 0)] if result.ntuples else None
+
+    async def _push_claiming(self, push: Push, limit: int) -> tuple[list[bytes], int]:
+        """The items claimed for the reader and the push's status (see :func:`schema.push_claim_sql`)."""
+        params = [wire.encode_text(push.queue), push.item, wire.encode_int(push.capacity),
+                  wire.encode_float(push.deadline), wire.encode_int(limit), wire.encode_float(time.time())]
+        result = await self._raw(self._push_claim, params)
+        last = result.ntuples - 1
+        claimed = [_value(result, row, 1) for row in range(last)]
+        status = wire.decode_int4(_value(result, last, 2))
+        if status == HANDED:
+            claimed.append(push.item)  # the claim had room left: the new item is next in line, for the reader too
+        else:
+            self.listener.watch(push.queue).set()  # the claim took a full batch: there may be more
+        return claimed, status
+
     async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         self._maybe_sweep()
+        stashed = self._handoffs.unstash(queue)
+        if stashed:
+            return stashed
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         wake = self.listener.watch(queue)
@@ -142,7 +226,7 @@ class PostgresBackend(Backend):
             if wake.is_set() or not listening:
                 wake.clear()  # before the claim: a NOTIFY for anything the claim misses sets it again
                 items = await self._claim(queue, limit)
-                if len(items) >= limit or not listening:
+                if len(items) >= limit:
                     wake.set()  # there may be more: look again next time without waiting
                 if items:
                     return items
@@ -152,24 +236,57 @@ class PostgresBackend(Backend):
                 return await self._claim(queue, limit)
             if not listening:
                 remaining = min(remaining, self.poll_interval)  # no wake-ups while it reconnects: poll
-            with contextlib.suppress(asyncio.TimeoutError):
-                async with _deadline(remaining):
-                    await wake.wait()
+            handed = await self._park(queue, limit, wake, remaining)
+            if handed is not None:  # by a push of ours, or [] when our receivers left
+                return handed
             if self.gather_delay and "!" in queue and loop.time() - self._last_claim < 5 * self.gather_delay:
                 # A stream into our process queue (we are its only reader): let a few more items land, so
                 # one claim takes several.  An isolated message (no recent claim) is not delayed.
                 await asyncio.sleep(self.gather_delay)
 
-    async def _claim(self, queue: str, limit: int) -> list[bytes]:
-        async def run(conn: Conn) -> list[bytes]:
-            args = {"queue": queue, "limit": limit, "now": time.time()}
-            cur = await conn.execute(self._sql_pop, args, binary=True)  # binary: bytea without hex encoding
-            return [row[0] for row in await cur.fetchall()]
-
+    async def _park(self, queue: str, limit: int, wake: Wake, seconds: float) -> list[bytes] | None:
+        """Wait up to ``seconds`` for a NOTIFY (None: go and look) or for a push of ours that claims for us (the
+        items it claimed)."""
+        future = asyncio.get_running_loop().create_future()
+        slot = self._handoffs.park(queue, limit, future)
+        wake.future = future
         try:
-            return await self._run(run)
+            with contextlib.suppress(asyncio.TimeoutError):
+                async with _deadline(seconds):
+                    await future
+            self._handoffs.unpark(queue, slot)
+            if slot.taken and not slot.answered:  # that push is on its way: its statement has our items
+                slot.future = asyncio.get_running_loop().create_future()
+                await slot.future  # the push always answers, within its own time limit
+        except BaseException:
+            slot.abandoned = True  # what the push claims for us goes to the stash for the next pop
+            raise
         finally:
-            self._last_claim = asyncio.get_running_loop().time()
+            wake.future = None
+            self._handoffs.unpark(queue, slot)
+        if slot.released:
+            return []  # nobody here waits any more: leave what comes to readers elsewhere
+        if not slot.items:
+            if slot.taken:
+                wake.set()  # the push failed (or claimed only expired items): look at the table
+            return None
+        return slot.items
+
+    async def _claim(self, queue: str, limit: int) -> list[bytes]:
+        params = [wire.encode_text(queue), wire.encode_int(limit), wire.encode_float(time.time())]
+        loop = asyncio.get_running_loop()
+        claiming = self._claiming[queue] = loop.create_future()
+        try:
+            result = await self._raw(self._pop, params)
+        finally:
+            self._last_claim = loop.time()
+            claiming.set_result(None)
+            if self._claiming.get(queue) is claiming:
+                del self._claiming[queue]
+        return [_value(result, row, 0) for row in range(result.ntuples)]
+
+    def stop_waiting(self, queue: str) -> None:
+        self._handoffs.release(queue)  # a parked pop returns [] now, and no push of ours serves it any more
 
     async def group_add(self, group: str, channel: str, deadline: float) -> None:
         await self._execute(self._sql_group_add, (group, channel, deadline))
@@ -212,6 +329,7 @@ class PostgresBackend(Backend):
         return await self._run(run)
 
     async def close(self) -> None:
+        self._handoffs.clear()
         for task in list(self._tasks):
             task.cancel()
         await self.listener.close()
@@ -239,6 +357,14 @@ class PostgresBackend(Backend):
             row = await cur.fetchone()
             assert row is not None
             return row[0]
+
+        return await self._run(run)
+
+    async def _raw(self, statement: Statement, params: Sequence[wire.Param]) -> wire.PGresult:
+        prepared = self.config.prepared_statements
+
+        async def run(conn: Conn) -> wire.PGresult:
+            return await statement.run(conn, params, prepared)
 
         return await self._run(run)
 
@@ -331,6 +457,17 @@ class PostgresBackend(Backend):
         task = asyncio.ensure_future(call)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _statement(kind: str, sql: str, types: list[int]) -> Statement:
+    """A prepared statement named after its text, so layers with different prefixes never mix them up."""
+    return Statement(f"layers_{kind}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}", sql, types)
+
+
+def _value(result: wire.PGresult, row: int, column: int) -> bytes:
+    value = result.get_value(row, column)
+    assert value is not None
+    return value
 
 
 if sys.version_info >= (3, 11):

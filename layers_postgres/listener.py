@@ -18,7 +18,7 @@ import psycopg
 
 from .schema import quote_ident
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "Wake"]
 
 if sys.version_info >= (3, 11):
     _timeout = asyncio.timeout
@@ -38,6 +38,30 @@ def _raise_if_cancelled() -> None:
 log = logging.getLogger("layers.postgres")
 
 
+class Wake:
+    """"Something may have arrived in this queue": set by a NOTIFY (or a reconnect), cleared by the reader before
+    it looks at the table.  A waiting reader parks a future in :attr:`future`; ``set`` resolves it, and so may a
+    sender handing items to that reader (see :mod:`layers_postgres.handoff`), so one await covers both."""
+
+    __slots__ = ("future", "pending")
+
+    def __init__(self) -> None:
+        self.pending = True  # unknown state: look at the table first
+        self.future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self.pending = True
+        future = self.future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def clear(self) -> None:
+        self.pending = False
+
+    def is_set(self) -> bool:
+        return self.pending
+
+
 class Listener:
     """One session connection that LISTENs on the layer's channel and wakes the readers of the named queues."""
 
@@ -52,13 +76,13 @@ class Listener:
         self._channel = channel
         self._timeout = timeout
         self._backoff = backoff
-        self._wakers: dict[str, asyncio.Event] = {}
+        self._wakers: dict[str, Wake] = {}
         self._task: asyncio.Task[None] | None = None
         self.conn: psycopg.AsyncConnection[Any] | None = None
         self.ready = asyncio.Event()  # set while LISTEN is active
         self.connects = 0  # how many times LISTEN was established (tests watch recoveries)
 
-    def watch(self, queue: str) -> asyncio.Event:
+    def watch(self, queue: str) -> Wake:
         """The wake-up of ``queue``: set by a NOTIFY for it (or a reconnect), cleared by the reader before it
         looks at the table.  It stays registered between pops, so a wake-up between two pops is not lost and a
         reader that found the queue empty can skip the next look until something arrives."""
@@ -66,8 +90,7 @@ class Listener:
         if event is None:
             if len(self._wakers) >= self.max_watched:
                 self._wakers.clear()  # forget them all: a missing entry only costs one extra look at the table
-            event = self._wakers[queue] = asyncio.Event()
-            event.set()  # unknown state: look at the table first
+            event = self._wakers[queue] = Wake()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="layers-postgres-listener")
         return event

@@ -333,31 +333,89 @@ SELECT c.queue, pg_notify({quote_literal(n.channel)}, c.queue) FROM counted AS c
 
 
 def push_one_sql(n: Names) -> str:
-    """:func:`push_sql` for a batch of one item, with scalar parameters (much cheaper to send than arrays).
+    """:func:`push_sql` for a batch of one item, with scalar parameters (much cheaper to send than arrays):
+    ``$1`` queue, ``$2`` item, ``$3`` capacity, ``$4`` deadline; one row if stored.
 
     One counter row, so no lock ordering is needed: the UPDATE re-checks ``n < cap`` on the latest committed
     version of the row before it bumps it."""
     return f"""\
 WITH counted AS (
-    UPDATE {n.queue} SET n = n + 1 WHERE queue = %(queue)s AND n < %(cap)s RETURNING queue
+    UPDATE {n.queue} SET n = n + 1 WHERE queue = $1 AND n < $3 RETURNING queue
 ), stored AS (
-    INSERT INTO {n.msg} (queue, deadline, item) SELECT c.queue, %(deadline)s, %(item)s FROM counted AS c
+    INSERT INTO {n.msg} (queue, deadline, item) SELECT c.queue, $4, $2 FROM counted AS c
 )
 SELECT pg_notify({quote_literal(n.channel)}, c.queue) FROM counted AS c"""
 
 
-def pop_sql(n: Names) -> str:
-    """Claim up to ``limit`` items from the head of a queue, one statement.  Rows another reader holds are
-    skipped (so each item goes to exactly one reader); expired items at the head are deleted on the way and not
-    returned; the queue's counter drops by what was deleted."""
+def _claim(n: Names, queue: str, limit: str) -> str:
+    """The CTE that deletes up to ``limit`` items from the head of ``queue``, skipping rows others hold."""
     return f"""\
-WITH claimed AS (
+claimed AS (
     DELETE FROM {n.msg} WHERE ctid = ANY(ARRAY(
-        SELECT m.ctid FROM {n.msg} AS m WHERE m.queue = %(queue)s ORDER BY m.id LIMIT %(limit)s
+        SELECT m.ctid FROM {n.msg} AS m WHERE m.queue = {queue} ORDER BY m.id LIMIT {limit}
         FOR UPDATE SKIP LOCKED))
     RETURNING id, deadline, item
-), counted AS (
+)"""
+
+
+def pop_sql(n: Names) -> str:
+    """Claim up to ``$2`` items from the head of queue ``$1``, one statement.  Rows another reader holds are
+    skipped (so each item goes to exactly one reader); expired items (deadline before ``$3``) at the head are
+    deleted on the way and not returned; the queue's counter drops by what was deleted."""
+    return f"""\
+WITH {_claim(n, "$1", "$2")}, counted AS (
     UPDATE {n.queue} SET n = n - (SELECT count(*) FROM claimed)
-    WHERE queue = %(queue)s AND EXISTS (SELECT 1 FROM claimed)
+    WHERE queue = $1 AND EXISTS (SELECT 1 FROM claimed)
 )
-SELECT c.item FROM claimed AS c WHERE c.deadline >= %(now)s ORDER BY c.id"""
+SELECT c.item FROM claimed AS c WHERE c.deadline >= $3 ORDER BY c.id"""
+
+
+def hand_sql(n: Names) -> str:
+    """The common case of a push to a queue this process's reader waits on: the queue holds no item at all (none
+    waiting, none being claimed by another reader), so item ``$2`` for queue ``$1`` is the head of the queue and
+    goes straight back to that reader; one row (the item) if so, none otherwise (then :func:`push_claim_sql`).
+
+    The item is never written: a row inserted and claimed in the same transaction is invisible to every other
+    session, so storing it would change nothing anyone can observe (capacity, order, exactly-once) and would
+    triple the statement's cost.  The decision is taken on the server, in one snapshot: an item another process
+    committed before it is seen (and the caller then claims that one first)."""
+    return f"SELECT $2::bytea WHERE NOT EXISTS (SELECT 1 FROM {n.msg} AS m WHERE m.queue = $1)"
+
+
+#: Status codes in the last row of :func:`push_claim_sql`.
+HANDED, STORED, NOT_STORED = 0, 1, 2
+
+
+def push_claim_sql(n: Names) -> str:
+    """A push to a queue this process is waiting on, and the claim for that waiting reader, in one statement:
+    ``$1`` queue, ``$2`` item, ``$3`` capacity, ``$4`` deadline, ``$5`` claim limit, ``$6`` now.
+
+    It claims up to ``$5`` items from the head of the queue (as :func:`pop_sql`).  If fewer were there, the new
+    item is the next in line and goes to the same reader: it is claimed in the transaction that would store it,
+    so no row is written for it (no other session could ever have seen that row) and nobody needs a NOTIFY.
+    Otherwise it is stored behind them if the queue has room, with a NOTIFY as usual; the counter row is locked
+    (after the item rows, like a pop) to make that check exact.
+
+    Returns the claimed unexpired items oldest first as rows ``(id, item, NULL)``, then one row
+    ``(NULL, NULL, status)``: :data:`HANDED` (the new item goes to the reader after the claimed ones),
+    :data:`STORED`, or :data:`NOT_STORED` (full, or no counter row yet: the caller pushes it the slow way)."""
+    return f"""\
+WITH {_claim(n, "$1", "$5")}, taken AS (
+    SELECT count(*)::int AS k FROM claimed
+), locked AS (
+    SELECT q.n, t.k FROM {n.queue} AS q, taken AS t WHERE q.queue = $1 AND t.k > 0 FOR UPDATE OF q
+), decided AS (
+    SELECT l.n, l.k, l.k >= $5 AND l.n - l.k < $3 AS store FROM locked AS l
+), counted AS (
+    UPDATE {n.queue} AS q SET n = d.n - d.k + d.store::int FROM decided AS d WHERE q.queue = $1
+), stored AS (
+    INSERT INTO {n.msg} (queue, deadline, item) SELECT $1, $4, $2 FROM decided AS d WHERE d.store RETURNING 1
+)
+SELECT c.id, c.item, NULL::int FROM claimed AS c WHERE c.deadline >= $6
+UNION ALL
+SELECT NULL, NULL, CASE
+    WHEN t.k < $5 THEN {HANDED}
+    WHEN (SELECT count(pg_notify({quote_literal(n.channel)}, $1)) FROM stored) > 0 THEN {STORED}
+    ELSE {NOT_STORED} END
+FROM taken AS t
+ORDER BY 1 NULLS LAST"""

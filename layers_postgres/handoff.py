@@ -1,0 +1,81 @@
+"""Senders of this process serving this process's waiting reader directly, in the same statement as the push.
+
+When the reader of a queue is parked (nothing was there at its last look), a push to that queue from the same
+backend can claim the head of the queue for that reader in the push's own statement (see
+:func:`layers_postgres.schema.push_claim_sql`): one round trip per message instead of a push, a NOTIFY and a
+claim.  Only one push serves a parked reader; it takes the :class:`Slot` away so no other push does too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = ["Handoffs", "Slot"]
+
+
+class Slot:
+    """One parked reader: how many items it takes, and the future that wakes it."""
+
+    __slots__ = ("abandoned", "answered", "future", "items", "limit", "released", "taken")
+
+    def __init__(self, limit: int, future: asyncio.Future[None]) -> None:
+        self.limit = limit
+        self.future = future
+        self.taken = False  # a push is claiming for this reader
+        self.answered = False  # that push is done
+        self.items: list[bytes] | None = None  # what it claimed for this reader; None if it failed
+        self.abandoned = False  # the reader stopped waiting (cancelled): its items go to the stash
+        self.released = False  # nobody in this process waits on the queue any more: the reader returns []
+
+    def wake(self) -> None:
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class Handoffs:
+    """The parked readers of one backend by queue, and items claimed for a reader that left meanwhile."""
+
+    def __init__(self) -> None:
+        self._parked: dict[str, Slot] = {}
+        self._stash: dict[str, list[bytes]] = {}
+
+    def park(self, queue: str, limit: int, future: asyncio.Future[None]) -> Slot:
+        slot = self._parked[queue] = Slot(limit, future)
+        return slot
+
+    def unpark(self, queue: str, slot: Slot) -> None:
+        if self._parked.get(queue) is slot:
+            del self._parked[queue]
+
+    def take(self, queue: str) -> Slot | None:
+        """The parked reader of ``queue`` for a push to serve, if there is one; no other push gets it."""
+        slot = self._parked.pop(queue, None)
+        if slot is not None:
+            slot.taken = True
+        return slot
+
+    def release(self, queue: str) -> None:
+        """Nobody waits on ``queue`` here any more: its parked reader (if no push took it yet) returns empty."""
+        slot = self._parked.pop(queue, None)
+        if slot is not None:
+            slot.released = True
+            slot.wake()
+
+    def deliver(self, queue: str, slot: Slot, items: list[bytes] | None) -> None:
+        """Give the reader what the push claimed for it (None: the push failed, the reader looks for itself)."""
+        if slot.abandoned:
+            if items:
+                self._stash.setdefault(queue, []).extend(items)  # the next pop of this queue returns them
+            return
+        slot.items = items
+        slot.answered = True
+        slot.wake()
+
+    def unstash(self, queue: str) -> list[bytes]:
+        return self._stash.pop(queue, [])
+
+    def clear(self) -> None:
+        for slot in self._parked.values():
+            slot.wake()
+        self._parked.clear()
+        self._stash.clear()

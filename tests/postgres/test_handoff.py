@@ -1,0 +1,187 @@
+"""A push that claims the head of its queue for this process's parked reader, in the push's own statement."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+
+from layers.backend import Push
+from layers_postgres.backend import PostgresBackend
+
+QUEUE = "hand.q"
+
+
+def _backend(layer: Any) -> PostgresBackend:
+    backend = layer._state().backend
+    assert isinstance(backend, PostgresBackend)
+    return backend
+
+
+async def _parked_pop(backend: PostgresBackend, limit: int) -> asyncio.Task[list[bytes]]:
+    """A pop of QUEUE that found nothing and now waits (parked) for a NOTIFY or a push of this backend."""
+    task = asyncio.ensure_future(backend.pop(QUEUE, limit, 10.0))
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if QUEUE in backend._handoffs._parked:
+            return task
+    raise AssertionError("the pop never parked")
+
+
+def _store_behind_its_back(sql: psycopg.Connection[Any], prefix: str, items: list[bytes], counted: int) -> None:
+    """Rows another process stored whose NOTIFY has not arrived yet."""
+    deadline = time.time() + 60
+    sql.execute(f'INSERT INTO "{prefix}_queue" (queue, n) VALUES (%s, %s) '
+                "ON CONFLICT (queue) DO UPDATE SET n = excluded.n", (QUEUE, counted))
+    for item in items:
+        sql.execute(f'INSERT INTO "{prefix}_msg" (queue, deadline, item) VALUES (%s, %s, %s)',
+                    (QUEUE, deadline, item))
+
+
+def _counter(sql: psycopg.Connection[Any], prefix: str) -> tuple[int, int]:
+    """(counter value, rows) of QUEUE."""
+    row = sql.execute(f'SELECT (SELECT n FROM "{prefix}_queue" WHERE queue = %s), '
+                      f'(SELECT count(*) FROM "{prefix}_msg" WHERE queue = %s)', (QUEUE, QUEUE)).fetchone()
+    assert row is not None
+    return int(row[0] or 0), int(row[1])
+
+
+def test_push_hands_the_oldest_item_and_stores_its_own(make_layer: Any, prefix: str,
+                                                       sql: psycopg.Connection[Any]) -> None:
+    """Older rows are claimed first (FIFO); the new item is stored behind them when the claim is full."""
+
+    async def main() -> list[bytes]:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})  # tables exist
+        backend = _backend(layer)
+        pop = await _parked_pop(backend, limit=1)
+        _store_behind_its_back(sql, prefix, [b"a", b"b"], counted=2)
+        assert await backend.push([Push(QUEUE, b"c", 10, time.time() + 60)]) == [True]
+        got = await asyncio.wait_for(pop, 5)
+        assert _counter(sql, prefix) == (2, 2)  # b and c stored, counted exactly
+        for _ in range(2):
+            got += await backend.pop(QUEUE, 1, 5.0)
+        await layer.close()
+        return got
+
+    assert asyncio.run(main()) == [b"a", b"b", b"c"]
+    assert _counter(sql, prefix) == (0, 0)
+
+
+def test_push_hands_its_own_item_after_older_ones(make_layer: Any, prefix: str,
+                                                  sql: psycopg.Connection[Any]) -> None:
+    """A claim with room left takes the new item too, after the older ones, and stores no row for it."""
+
+    async def main() -> list[bytes]:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})
+        backend = _backend(layer)
+        pop = await _parked_pop(backend, limit=5)
+        _store_behind_its_back(sql, prefix, [b"a", b"b"], counted=2)
+        assert await backend.push([Push(QUEUE, b"c", 10, time.time() + 60)]) == [True]
+        got = await asyncio.wait_for(pop, 5)
+        await layer.close()
+        return got
+
+    assert asyncio.run(main()) == [b"a", b"b", b"c"]
+    assert _counter(sql, prefix) == (0, 0)
+
+
+def test_capacity_exact_when_pushing_to_a_parked_reader(make_layer: Any, prefix: str,
+                                                        sql: psycopg.Connection[Any]) -> None:
+    """The claimed item frees one place; the new item is refused when the queue is still full without it."""
+
+    async def main() -> tuple[list[bytes], list[bool]]:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})
+        backend = _backend(layer)
+        pop = await _parked_pop(backend, limit=1)
+        _store_behind_its_back(sql, prefix, [b"a", b"b", b"c"], counted=3)
+        stored = await backend.push([Push(QUEUE, b"d", 2, time.time() + 60)])  # 3 - 1 claimed = 2: full
+        got = await asyncio.wait_for(pop, 5)
+        stored += await backend.push([Push(QUEUE, b"e", 3, time.time() + 60)])  # 2 < 3: room for one
+        stored += await backend.push([Push(QUEUE, b"f", 3, time.time() + 60)])
+        await layer.close()
+        return got, stored
+
+    got, stored = asyncio.run(main())
+    assert got == [b"a"]
+    assert stored == [False, True, False]
+    assert _counter(sql, prefix) == (3, 3)
+
+
+def test_items_claimed_for_a_reader_that_left_go_to_the_next_pop(make_layer: Any) -> None:
+    async def main() -> list[bytes]:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})
+        backend = _backend(layer)
+        pop = await _parked_pop(backend, limit=1)
+        push = asyncio.ensure_future(backend.push([Push(QUEUE, b"x", 10, time.time() + 60)]))
+        await asyncio.sleep(0)  # the push took the parked reader and awaits its statement
+        assert backend._handoffs._parked.get(QUEUE) is None
+        pop.cancel()
+        assert await push == [True]
+        got = await backend.pop(QUEUE, 1, 0.5)
+        await layer.close()
+        return got
+
+    assert asyncio.run(main()) == [b"x"]
+
+
+def test_fifo_and_exactly_once_with_a_second_layer_reading(make_layer: Any) -> None:
+    """Layer A sends to a named channel that A and B (its own connections) both read: each message arrives once,
+    in order per reader, and A's pushes served A's reader directly."""
+    count = 300
+
+    async def main() -> tuple[list[int], list[int], int]:
+        a, b = make_layer(capacity=1000), make_layer(capacity=1000)
+        for n in range(20):  # a backlog, stored before anyone reads
+            await a.send("hand.shared", {"n": n})
+        got: dict[str, list[int]] = {"a": [], "b": []}
+        done = asyncio.Event()
+
+        async def read(name: str, layer: Any) -> None:
+            while True:
+                got[name].append((await layer.receive("hand.shared"))["n"])
+                if len(got["a"]) + len(got["b"]) == count:
+                    done.set()
+
+        readers = [asyncio.ensure_future(read("a", a)), asyncio.ensure_future(read("b", b))]
+        await asyncio.sleep(0.2)
+        for n in range(20, count):
+            await a.send("hand.shared", {"n": n})
+        await asyncio.wait_for(done.wait(), 20)
+        await asyncio.sleep(0.3)  # nothing else may arrive
+        for reader in readers:
+            reader.cancel()
+        handed = _backend(a).handed
+        await a.close()
+        await b.close()
+        return got["a"], got["b"], handed
+
+    got_a, got_b, handed = asyncio.run(main())
+    assert sorted(got_a + got_b) == list(range(count)), "lost or duplicated"
+    assert got_a == sorted(got_a) and got_b == sorted(got_b), "FIFO per reader"
+    assert handed > 0, "no push served the parked reader"
+
+
+def test_a_reader_whose_receivers_left_is_not_served(make_layer: Any, prefix: str,
+                                                     sql: psycopg.Connection[Any]) -> None:
+    """After stop_waiting the parked pop returns empty and the next push stores its item for any reader."""
+
+    async def main() -> tuple[list[bytes], int]:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})
+        backend = _backend(layer)
+        pop = await _parked_pop(backend, limit=1)
+        backend.stop_waiting(QUEUE)
+        got = await asyncio.wait_for(pop, 1)
+        assert await backend.push([Push(QUEUE, b"kept", 10, time.time() + 60)]) == [True]
+        handed = backend.handed
+        await layer.close()
+        return got, handed
+
+    assert asyncio.run(main()) == ([], 0)
+    assert _counter(sql, prefix) == (1, 1)
