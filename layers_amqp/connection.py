@@ -29,6 +29,8 @@ from pika.channel import Channel
 
 from layers.errors import BackendUnavailable
 
+from .wire import Connection
+
 __all__ = ["ChannelError", "Link"]
 
 log = logging.getLogger("layers.amqp")
@@ -47,49 +49,6 @@ class ChannelError(Exception):
         self.queue = found.group(1) if found else None
 
 
-class _Connection(AsyncioConnection):  # type: ignore[misc]
-    """pika writes every frame (three per publish) with its own ``send`` system call; this gathers everything
-    written during one event-loop iteration into one write, which is what makes many publishes in flight cheap."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._outgoing: list[bytes] = []
-        self._flush_loop: asyncio.AbstractEventLoop = kwargs["custom_ioloop"]
-        super().__init__(*args, **kwargs)
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        if not self._outgoing:
-            self._flush_loop.call_soon(self._flush_outgoing)
-        self._outgoing.append(data)
-
-    def flush_outgoing(self) -> None:
-        """Write now what was published so far (the scheduled flush then finds nothing left)."""
-        self._flush_outgoing()
-
-    def _flush_outgoing(self) -> None:
-        if not self._outgoing:
-            return
-        data = b"".join(self._outgoing)
-        self._outgoing.clear()
-        transport = getattr(self, "_transport", None)
-        if not data or transport is None:
-            return
-        sock = getattr(transport, "_sock", None)
-        if (type(transport).__name__ == "_AsyncPlaintextTransport" and sock is not None
-                and getattr(transport, "_state", None) == getattr(transport, "_STATE_ACTIVE", 0)
-                and transport.get_write_buffer_size() == 0):
-            # Nothing queued: send right away instead of arming a write watcher for the next loop iteration
-            # (two epoll updates and one more iteration per write).  What the kernel does not take goes through
-            # pika's own buffered path, which also reports socket errors.
-            try:
-                data = data[sock.send(data):]
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError:
-                pass  # pika's transport sees the same error on its next read or write and closes cleanly
-        if data:
-            transport.write(data)
-
-
 class Link:
     """A self-healing connection: call :meth:`ready` before using :meth:`publish` or the ``ctl`` helpers."""
 
@@ -106,7 +65,7 @@ class Link:
         self.on_lost: Callable[[], None] = lambda: None  # consumers are gone (connection or ctl channel lost)
         self.on_reconnected: Callable[[], None] = lambda: None  # a new connection replaced a lost one
         self.last_error: BaseException | None = None
-        self._conn: _Connection | None = None
+        self._conn: Connection | None = None
         self._pub: Channel | None = None
         self._ctl: Channel | None = None
         self._up = asyncio.Event()
@@ -182,7 +141,7 @@ class Link:
         def on_open_error(_conn: AsyncioConnection, exc: BaseException) -> None:
             _fail(opened, exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
 
-        conn = _Connection(self.params, on_open, on_open_error, self._on_connection_closed,
+        conn = Connection(self.params, on_open, on_open_error, self._on_connection_closed,
                            custom_ioloop=self.loop)
         self._conn = conn
         await asyncio.wait_for(opened, self.timeout)
@@ -190,6 +149,7 @@ class Link:
         selected: asyncio.Future[None] = self.loop.create_future()
         pub.confirm_delivery(self._on_confirm, callback=lambda _frame: _settle(selected, None))
         await asyncio.wait_for(selected, self.timeout)
+        conn.on_confirm, conn.confirm_channel = self._on_ack, pub.channel_number
         pub.add_on_return_callback(self._on_return)
         pub.add_on_close_callback(self._on_pub_closed)
         self._pub, self._tag = pub, 0
@@ -274,12 +234,12 @@ class Link:
     def publish(self, exchange: str, key: str, body: bytes, properties: spec.BasicProperties | None,
                 mandatory: bool) -> asyncio.Future[bool | None]:
         """Publish now (call after :meth:`ready`); the future says acked (True), nacked (False), returned (None)."""
-        if self._pub is None:
+        pub, conn = self._pub, self._conn
+        if pub is None or conn is None:
             raise BackendUnavailable(f"AMQP connection to {self.where} is down")
-        try:
-            self._pub.basic_publish(exchange, key, body, properties, mandatory)
-        except pika.exceptions.AMQPError as exc:  # e.g. the channel is closing: callers only know our errors
-            raise BackendUnavailable(f"AMQP connection to {self.where} is going down: {_describe(exc)}") from exc
+        if not pub.is_open or not conn.is_open:  # e.g. closing: callers only know our errors
+            raise BackendUnavailable(f"AMQP connection to {self.where} is going down")
+        conn.publish(pub.channel_number, exchange, key, body, properties, mandatory)
         self._tag += 1
         tag = self._tag
         future: asyncio.Future[bool | None] = self.loop.create_future()
@@ -330,10 +290,12 @@ class Link:
                                               self._check_confirms)
 
     def _on_confirm(self, frame: Any) -> None:
+        """pika's path for confirms (the connection normally takes :meth:`_on_ack` directly)."""
         method = frame.method
-        ok = isinstance(method, spec.Basic.Ack)
-        tag = method.delivery_tag
-        if method.multiple:
+        self._on_ack(method.delivery_tag, method.multiple, isinstance(method, spec.Basic.Ack))
+
+    def _on_ack(self, tag: int, multiple: bool, ok: bool) -> None:
+        if multiple:
             while self._order and self._order[0] <= tag:
                 self._resolve(self._order.popleft(), ok)
         else:
