@@ -1,4 +1,5 @@
-"""The Redis layer runs the conformance suite unchanged: on the shared Redis, over 3 private shards, on a cluster."""
+"""The Redis layer runs the conformance suite unchanged: on the shared Redis, over 3 private shards, on a cluster,
+and through a Sentinel."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from layers_redis import RedisChannelLayer
 from spec import ConformanceSuite
 from tests.servers import REDIS_URL, port_open
-from tests.servers.redis import RedisCluster3, RedisServer, redis_available
+from tests.servers.redis import RedisCluster3, RedisSentinelSetup, RedisServer, redis_available
 
 _PREFIX = "spec" + uuid.uuid4().hex[:8]
 
@@ -83,3 +84,21 @@ class TestRedisClusterConformance(ConformanceSuite):
     def layer_factory(self, cluster_url: str) -> Any:
         type(self).spec_knobs = {"process_target": f"{cluster_url}?prefix=spec"}
         return lambda **overrides: RedisChannelLayer(hosts=[cluster_url], **{"prefix": "spec", **overrides})
+
+
+@pytest.fixture(scope="module")
+def sentinel_url() -> Iterator[str]:
+    if not redis_available():
+        pytest.skip("redis-server is not installed")
+    setup = RedisSentinelSetup().start()
+    yield setup.url
+    setup.stop()
+
+
+class TestRedisSentinelConformance(ConformanceSuite):
+    """A master found through a Sentinel (the master/replica pair and the sentinel are private servers)."""
+
+    @pytest.fixture
+    def layer_factory(self, sentinel_url: str) -> Any:
+        type(self).spec_knobs = {"process_target": f"{sentinel_url}?prefix=spec"}
+        return lambda **overrides: RedisChannelLayer(hosts=[sentinel_url], **{"prefix": "spec", **overrides})
