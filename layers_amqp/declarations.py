@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -132,12 +133,26 @@ class Declarations:
         if not again and last is not None and now - last < self.top.registry_ttl_ms / 2000:
             return
         registry = self.top.registry
-        if registry not in self._registered:
-            await self.declare_registry()
+        if now - self._registered.get(registry, -math.inf) > self.top.registry_ttl_ms / 2000:
+            await self.renew_registry()
             self._registered[registry] = now
         # Persistent in a durable queue: member queues are durable too and must stay findable after a restart.
         self.link.publish("", registry, name.encode(), _PERSISTENT, False)  # confirm not awaited: best effort
         self._registered[name] = now
+
+    async def renew_registry(self) -> None:
+        """Declare the registry, which renews its ``x-expires``: in full the first time on a connection, then
+        passively, so a registry declared with other arguments (other layer settings, or made before registries
+        expired) is not argued with every time (each 406 closes the ``ctl`` channel and its consumers)."""
+        if self.top.registry not in self._registered:
+            await self.declare_registry()
+            return
+        try:
+            await self.link.declare(self.top.registry, None, passive=True)
+        except ChannelError as exc:
+            if exc.code != 404:
+                raise BackendUnavailable(f"renewing the AMQP registry queue failed: {exc}") from exc
+            await self.declare_registry()  # it expired, or a flush elsewhere raced us: make it again
 
     async def declare_registry(self) -> None:
         try:

@@ -76,6 +76,13 @@ class Topology:
         """Registry records are re-written at least every half of this while their queue may exist."""
         return 2 * max(self.process_expires_ms, self.named_expires_ms)
 
+    @property
+    def registry_expires_ms(self) -> int:
+        """The registry itself goes once nobody declared it (or flushed) for this long.  A layer re-declares it
+        before writing a record when its last declaration is older than half a record TTL, so the registry
+        outlives every record in it; after a flush and no more use of the prefix it does not stay forever."""
+        return 2 * self.registry_ttl_ms
+
     # -- queue arguments ----------------------------------------------------------------------------------------
 
     def channel_args(self, queue: str, capacity: int) -> dict[str, Any]:
@@ -97,7 +104,8 @@ class Topology:
         }
 
     def registry_args(self) -> dict[str, Any]:
-        return {"x-message-ttl": self.registry_ttl_ms, "x-max-length": 100_000, "x-overflow": "drop-head"}
+        return {"x-message-ttl": self.registry_ttl_ms, "x-max-length": 100_000, "x-overflow": "drop-head",
+                "x-expires": self.registry_expires_ms}
 
 
 def _ms(seconds: float) -> int:
