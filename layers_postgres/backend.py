@@ -1,7 +1,13 @@
 """The PostgreSQL :class:`~layers.backend.Backend`: a message table, a connection pool and a LISTEN connection.
 
 Every call is one statement (a function of :mod:`layers_postgres.schema`), prepared once per connection, so a
-coalesced batch of sends, a pop of many items or a whole group fan-out costs one round trip.
+coalesced batch of sends, a pop of many items or a whole group fan-out costs one round trip.  The statements of
+every send and receive go through libpq directly (:mod:`layers_postgres.wire`).
+
+A send to a queue whose reader in this backend is parked (it found the queue empty and waits) serves that reader
+in its own statement (:mod:`layers_postgres.handoff`): one round trip per message and no NOTIFY, instead of a
+push, a NOTIFY and a claim.  Readers in other processes are unaffected: the statement only hands over what is at
+the head of the queue on the server.
 """
 
 from __future__ import annotations
@@ -247,13 +253,14 @@ class PostgresBackend(Backend):
     async def _park(self, queue: str, limit: int, wake: Wake, seconds: float) -> list[bytes] | None:
         """Wait up to ``seconds`` for a NOTIFY (None: go and look) or for a push of ours that claims for us (the
         items it claimed)."""
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         slot = self._handoffs.park(queue, limit, future)
         wake.future = future
+        timer = loop.call_later(seconds, slot.wake)  # cheaper than asyncio.timeout: this runs for every message
         try:
-            with contextlib.suppress(asyncio.TimeoutError):
-                async with _deadline(seconds):
-                    await future
+            await future
+            timer.cancel()
             self._handoffs.unpark(queue, slot)
             if slot.taken and not slot.answered:  # that push is on its way: its statement has our items
                 slot.future = asyncio.get_running_loop().create_future()
@@ -262,6 +269,7 @@ class PostgresBackend(Backend):
             slot.abandoned = True  # what the push claims for us goes to the stash for the next pop
             raise
         finally:
+            timer.cancel()
             wake.future = None
             self._handoffs.unpark(queue, slot)
         if slot.released:
@@ -372,9 +380,13 @@ class PostgresBackend(Backend):
         """Run ``op`` on a pooled connection within the layer's timeout, creating the tables on first use."""
         for attempt in (1, 2):
             try:
-                pool = await self._ready()
-                async with _HardDeadline(self.config.timeout), pool.connection() as conn:
-                    return await op(conn)
+                pool = self._pool if self._pool is not None and self.config.schema_ready else await self._ready()
+                async with _HardDeadline(self.config.timeout):
+                    conn = await pool.acquire()
+                    try:
+                        return await op(conn)
+                    finally:
+                        pool.release(conn)
             except _MISSING:
                 if attempt == 2:
                     raise

@@ -35,13 +35,15 @@ class Pool:
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
-        conn = await self._acquire()
+        conn = await self.acquire()
         try:
             yield conn
         finally:
-            self._release(conn)
+            self.release(conn)
 
-    async def _acquire(self) -> Conn:
+    async def acquire(self) -> Conn:
+        """A connection for the caller alone; give it back with :meth:`release` (the hot path's cheaper form of
+        :meth:`connection`)."""
         while True:
             while self._idle:
                 conn = self._idle.pop()
@@ -68,7 +70,7 @@ class Pool:
         self._open.add(conn)
         return conn
 
-    def _release(self, conn: Conn) -> None:
+    def release(self, conn: Conn) -> None:
         if conn in self._open and _usable(conn):
             self._idle.append(conn)
         else:
