@@ -185,3 +185,34 @@ def test_a_reader_whose_receivers_left_is_not_served(make_layer: Any, prefix: st
 
     assert asyncio.run(main()) == ([], 0)
     assert _counter(sql, prefix) == (1, 1)
+
+
+def test_a_stream_from_this_process_stays_on_the_one_statement_path(make_layer: Any) -> None:
+    """One producer awaits each send while a consumer of the same layer awaits each receive (the benchmark's
+    shape): after a wake-up that made the reader claim by itself, the pushes serve the parked reader again instead
+    of staying one message ahead of it (a push, a NOTIFY and a claim per message)."""
+    count = 300
+
+    async def main() -> tuple[list[int], int]:
+        layer = make_layer(capacity=1000)
+        got: list[int] = []
+
+        async def consume() -> None:
+            for _ in range(count):
+                got.append((await layer.receive("hand.stream"))["n"])
+
+        consumer = asyncio.ensure_future(consume())
+        await asyncio.sleep(0.3)
+        backend = _backend(layer)
+        for n in range(count):
+            if n == count // 2:
+                backend.listener.watch("hand.stream").set()  # as a NOTIFY from elsewhere would
+            await layer.send("hand.stream", {"n": n})
+        await asyncio.wait_for(consumer, 20)
+        handed = backend.handed
+        await layer.close()
+        return got, handed
+
+    got, handed = asyncio.run(main())
+    assert got == list(range(count))
+    assert handed >= count * 0.9, f"only {handed} of {count} sends served the parked reader"
