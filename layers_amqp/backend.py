@@ -53,6 +53,8 @@ class _Subscription:
     popping: int = 0
     last_pop: float = 0.0  # monotonic time the latest pop returned
     idle_timer: asyncio.TimerHandle | None = None
+    wait_until: float = 0.0  # loop time the waiting pop gives up
+    wait_timer: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -156,14 +158,26 @@ class AMQPBackend(Backend):
                 sub.idle_timer = self.link.loop.call_later(IDLE_GRACE, self._maybe_idle, sub)
 
     async def _wait_delivery(self, sub: _Subscription, timeout: float) -> None:
-        # A bare future and a timer: cheaper than wait_for(Event.wait()), which makes a task per pop.
-        waiter = sub.waiter = self.link.loop.create_future()
-        timer = self.link.loop.call_later(timeout, _settle, waiter)
+        # A bare future (wait_for(Event.wait()) makes a task per pop), and one timer per subscription that is
+        # re-armed only when it fires early, not a timer per pop (created and cancelled for every message).
+        loop = self.link.loop
+        waiter = sub.waiter = loop.create_future()
+        sub.wait_until = loop.time() + timeout
+        if sub.wait_timer is None:
+            sub.wait_timer = loop.call_at(sub.wait_until, self._wait_expired, sub)
         try:
             await waiter
         finally:
-            timer.cancel()
             sub.waiter = None
+
+    def _wait_expired(self, sub: _Subscription) -> None:
+        sub.wait_timer = None
+        if sub.waiter is None:
+            return  # nobody waits: the next wait arms the timer again
+        if self.link.loop.time() >= sub.wait_until:
+            sub.wake()
+        else:
+            sub.wait_timer = self.link.loop.call_at(sub.wait_until, self._wait_expired, sub)
 
     async def _subscribe(self, sub: _Subscription) -> None:
         await self.link.ready()
@@ -431,9 +445,10 @@ class AMQPBackend(Backend):
             self._keepalive.cancel()
             self._keepalive = None
         for sub in self._subs.values():
-            if sub.idle_timer is not None:
-                sub.idle_timer.cancel()
-                sub.idle_timer = None
+            for timer in (sub.idle_timer, sub.wait_timer):
+                if timer is not None:
+                    timer.cancel()
+            sub.idle_timer = sub.wait_timer = None
         await self.link.close()
 
     def abandon(self) -> None:
@@ -444,11 +459,6 @@ class AMQPBackend(Backend):
 def _ring(future: asyncio.Future[bool], value: bool) -> None:
     if not future.done():
         future.set_result(value)
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
 
 
 _last_ttl: tuple[int, spec.BasicProperties] = (0, spec.BasicProperties())  # consecutive sends share their TTL

@@ -410,9 +410,11 @@ class Link:
         return tags[-1]
 
     def cancel(self, consumer_tag: str) -> None:
-        """Stop a consumer without waiting (messages already sent to us still arrive and are kept)."""
+        """Stop a consumer without waiting (messages already sent to us still arrive and are kept: with a
+        callback pika keeps the consumer until ``cancel-ok``, and :class:`~layers_amqp.wire.Channel` hands them
+        on instead of dropping them)."""
         if self._ctl is not None and self._ctl.is_open and consumer_tag in self._ctl.consumer_tags:
-            self._ctl.basic_cancel(consumer_tag)
+            self._ctl.basic_cancel(consumer_tag, callback=_ignore)
 
     async def get(self, queue: str) -> bytes | None:
         """``basic.get`` with auto-ack: take one message from the head of ``queue``, or None when it is empty."""
@@ -476,6 +478,10 @@ class Link:
         if self._connector is not None and not self._connector.done():
             self._connector.cancel()
         self._connector = None
+
+
+def _ignore(_frame: Any) -> None:
+    pass
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:

@@ -20,10 +20,11 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import pika.channel
 from pika import frame, spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
-__all__ = ["Connection"]
+__all__ = ["Channel", "Connection"]
 
 _FRAME_HEADER = struct.Struct(">BHI")  # type, channel, payload size
 _METHOD_ID = struct.Struct(">HH")  # class id, method id
@@ -39,6 +40,22 @@ _CACHED_ROUTES = 1024
 OnConfirm = Callable[[int, bool, bool], None]
 
 
+class Channel(pika.channel.Channel):  # type: ignore[misc]
+    """A channel that keeps auto-ack deliveries arriving after ``basic.cancel`` was sent.
+
+    The broker took such a message off its queue when it sent it (auto-ack), so pika dropping it, as it does for
+    a consumer being cancelled, loses it; the process-queue consumer is cancelled whenever its reader goes idle.
+    The callback stays registered until ``basic.cancel-ok``, after which the broker sends nothing more."""
+
+    def _on_deliver(self, method_frame: frame.Method, header_frame: frame.Header, body: bytes) -> None:
+        tag = method_frame.method.consumer_tag
+        callback = self._consumers.get(tag)
+        if callback is not None and tag in self._cancelled and tag in self._consumers_with_noack:
+            callback(self, method_frame.method, header_frame.properties, body)
+            return
+        super()._on_deliver(method_frame, header_frame, body)
+
+
 class Connection(AsyncioConnection):  # type: ignore[misc]
     """pika's asyncio connection with the hot frames coded here (see the module documentation)."""
 
@@ -46,6 +63,7 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
     bytes_received: int  # pika's: its heartbeat checker watches it
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._outgoing: list[bytes] = []
+        self._flush_scheduled: asyncio.Handle | None = None
         self._flush_loop: asyncio.AbstractEventLoop = kwargs["custom_ioloop"]
         self._routes: dict[tuple[int, str, str, bool], bytes] = {}
         self._properties: tuple[spec.BasicProperties | None, bytes] = (None, b"\x00\x00")
@@ -55,6 +73,9 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         self.on_confirm: OnConfirm | None = None
         self.confirm_channel = -1
         super().__init__(*args, **kwargs)
+
+    def _create_channel(self, channel_number: int, on_open_callback: Callable[[Channel], Any]) -> Channel:
+        return Channel(self, channel_number, on_open_callback)
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -95,14 +116,17 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
 
     def _adapter_emit_data(self, data: bytes) -> None:
         if not self._outgoing:
-            self._flush_loop.call_soon(self._flush_outgoing)
+            self._flush_scheduled = self._flush_loop.call_soon(self._flush_outgoing)
         self._outgoing.append(data)
 
     def flush_outgoing(self) -> None:
-        """Write now what was published so far (the scheduled flush then finds nothing left)."""
+        """Write now what was published so far (and drop the flush scheduled for the end of the iteration)."""
+        if self._flush_scheduled is not None:
+            self._flush_scheduled.cancel()
         self._flush_outgoing()
 
     def _flush_outgoing(self) -> None:
+        self._flush_scheduled = None
         if not self._outgoing:
             return
         data = b"".join(self._outgoing)
