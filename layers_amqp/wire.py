@@ -35,6 +35,7 @@ _METHOD, _HEADER, _BODY = 1, 2, 3
 _BASIC = 60
 _PUBLISH, _DELIVER, _ACK, _NACK = 40, 60, 80, 120
 _CACHED_ROUTES = 1024
+_RECV_BYTES = 65536
 
 #: Called with (delivery tag, multiple, acked) for each confirm on the confirm channel.
 OnConfirm = Callable[[int, bool, bool], None]
@@ -76,6 +77,11 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
 
     def _create_channel(self, channel_number: int, on_open_callback: Callable[[Channel], Any]) -> Channel:
         return Channel(self, channel_number, on_open_callback)
+
+    def _proto_connection_made(self, transport: Any) -> None:
+        super()._proto_connection_made(transport)
+        if _plaintext(transport):
+            transport._consume = _reader(transport)
 
     # -- writing ---------------------------------------------------------------------------------------------
 
@@ -135,7 +141,7 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         if not data or transport is None:
             return
         sock = getattr(transport, "_sock", None)
-        if (type(transport).__name__ == "_AsyncPlaintextTransport" and sock is not None
+        if (_plaintext(transport) and sock is not None
                 and getattr(transport, "_state", None) == getattr(transport, "_STATE_ACTIVE", 0)
                 and transport.get_write_buffer_size() == 0):
             # Nothing queued: send right away instead of arming a write watcher for the next loop iteration
@@ -257,3 +263,30 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         """More data is needed: at least up to offset ``wanted`` of the buffer (so it is not decoded before)."""
         self._wanted = wanted
         return 0
+
+
+def _plaintext(transport: Any) -> bool:
+    """pika's plain TCP transport (TLS transports read and write differently: left alone)."""
+    return type(transport).__name__ == "_AsyncPlaintextTransport"
+
+
+def _reader(transport: Any) -> Callable[[], None]:
+    """pika reads 4 KiB per ``recv`` and keeps reading until one fails with EAGAIN: two system calls and an
+    exception for every readable event, and a 1 MB message in 256 pieces.  This reads 64 KiB at a time and stops
+    after a short read (the socket is drained then; the event loop's readiness is level-triggered, so data arriving
+    later is read on the next iteration), within pika's per-event limit so other callbacks are not starved."""
+    sock, protocol = transport._sock, transport._protocol
+    active, limit = transport._STATE_ACTIVE, transport._MAX_CONSUME_BYTES
+
+    def consume() -> None:
+        consumed = 0
+        while transport._state == active and consumed < limit:
+            data = sock.recv(_RECV_BYTES)
+            if not data:
+                raise transport.RxEndOfFile()
+            consumed += len(data)
+            protocol.data_received(data)
+            if len(data) < _RECV_BYTES:
+                return
+
+    return consume
