@@ -4,13 +4,15 @@ pika codes each frame through generic objects and a callback registry, and trims
 for one message sent and received that was about a quarter of the process's CPU, all of it on the round trip a
 sequential sender waits for.  Here the three hot cases are coded directly with ``struct``:
 
-* ``basic.publish`` with its content is marshalled in one go (the method prefix of a routing key is cached);
+* ``basic.publish`` with its content is marshalled in one go (the method frame of each route is cached);
 * ``basic.ack`` / ``basic.nack`` on the confirm channel go straight to the :class:`~layers_amqp.connection.Link`;
 * a ``basic.deliver`` whose content is complete in the buffer goes straight to pika's channel ``_on_deliver`` (so
   pika still applies its consumer bookkeeping); one whose content has not fully arrived waits for more data.
 
 Every other frame, and anything unusual (interleaved content, unknown channels), takes pika's own path, one
-frame at a time and in order.  Everything written during one event-loop iteration goes out in one system call.
+frame at a time and in order.  Everything written during one event-loop iteration goes out in one system call, and
+the socket is read 64 KiB at a time (see :func:`_reader`).  Measured on one sequential send+receive: 190 -> 135 µs
+of CPU per message before the reader change, ~95 µs after it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ _CONTENT_HEADER = struct.Struct(">HxxQ")  # class id, weight, body size
 _END = b"\xce"
 _METHOD, _HEADER, _BODY = 1, 2, 3
 _BASIC = 60
-_PUBLISH, _DELIVER, _ACK, _NACK = 40, 60, 80, 120
+_DELIVER, _ACK, _NACK = 60, 80, 120
 _CACHED_ROUTES = 1024
 _RECV_BYTES = 65536
 
@@ -62,6 +64,7 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
 
     _frame_buffer: bytes  # pika's: received bytes not yet decoded
     bytes_received: int  # pika's: its heartbeat checker watches it
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._outgoing: list[bytes] = []
         self._flush_scheduled: asyncio.Handle | None = None
