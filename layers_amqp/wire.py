@@ -11,8 +11,8 @@ sequential sender waits for.  Here the three hot cases are coded directly with `
 
 Every other frame, and anything unusual (interleaved content, unknown channels), takes pika's own path, one
 frame at a time and in order.  Everything written during one event-loop iteration goes out in one system call, and
-the socket is read 64 KiB at a time (see :func:`_reader`).  Measured on one sequential send+receive: 190 -> 135 µs
-of CPU per message before the reader change, ~95 µs after it.
+the socket is read 64 KiB at a time (see :func:`_reader`).  Measured on sequential send+receive of a process
+channel (3,000 messages, 5 runs each way): ~175 -> ~120 µs of CPU (user + system) per message, ~3.8k -> ~4.6k msgs/s.
 """
 
 from __future__ import annotations
