@@ -234,11 +234,12 @@ class BackendChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         check_channel(channel)
+        queue = process_part(channel) or channel
         while True:
             entry = self._take_buffered(channel)
             if entry is None:
                 state = self._state()
-                entry = state.take_ready(channel) or await state.wait(channel)
+                entry = state.take_ready(channel, queue) or await state.wait(channel, queue)
             message = self._decode(channel, entry[1])
             if message is not None:
                 return message
@@ -359,6 +360,7 @@ class _LoopState:
         self._pending: list[tuple[Push, asyncio.Future[bool]]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._coalesce = backend.coalesce_pushes
+        self._pops_nowait = type(backend).pop_nowait is not Backend.pop_nowait
 
     # -- sends: concurrent pushes made in one loop iteration go to the backend as one call ------------------
 
@@ -394,10 +396,9 @@ class _LoopState:
 
     # -- receives: one reader per queue files items into local buffers -------------------------------------
 
-    def take_ready(self, channel: str) -> Entry | None:
+    def take_ready(self, channel: str, queue: str) -> Entry | None:
         """Without awaiting: file what a same-process backend has ready for ``channel`` and take the first."""
-        queue = process_part(channel) or channel
-        if queue in self.readers and queue not in self.lingering:
+        if not self._pops_nowait or (queue in self.readers and queue not in self.lingering):
             return None  # the reader owns this queue; popping here could reorder
         limit = (self.backend.named_pop_limit or 1) if queue == channel else self.layer.receive_batch
         items = self.backend.pop_nowait(queue, limit)
@@ -406,8 +407,7 @@ class _LoopState:
         self._file_items(queue, items)
         return self.layer._take_buffered(channel)
 
-    async def wait(self, channel: str) -> Entry:
-        queue = process_part(channel) or channel
+    async def wait(self, channel: str, queue: str) -> Entry:
         future: asyncio.Future[Entry] = self.loop.create_future()
         self.waiters.setdefault(channel, deque()).append(future)
         self.waiting[queue] = self.waiting.get(queue, 0) + 1
@@ -417,7 +417,7 @@ class _LoopState:
             return await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():
-                self.file(channel, future.result(), front=True)  # fetched but not handed out: keep it
+                self.file(channel, queue, future.result(), front=True)  # fetched but not handed out: keep it
             else:
                 self._forget(channel, queue, future)
             raise
@@ -438,12 +438,12 @@ class _LoopState:
             del self.waiting[queue]
             self.backend.stop_waiting(queue)
 
-    def file(self, channel: str, entry: Entry, front: bool = False) -> None:
-        """Hand ``entry`` to the oldest receiver waiting on ``channel``, else keep it in the channel's buffer."""
+    def file(self, channel: str, queue: str, entry: Entry, front: bool = False) -> None:
+        """Hand ``entry`` to the oldest receiver waiting on ``channel`` (of ``queue``), else keep it buffered."""
         waiters = self.waiters.get(channel)
         while waiters:
             future = waiters.popleft()
-            self._unwait(channel, process_part(channel) or channel, waiters)
+            self._unwait(channel, queue, waiters)
             if not future.done():  # a cancelled receiver may not have unregistered yet
                 future.set_result(entry)
                 return
@@ -496,12 +496,12 @@ class _LoopState:
             if deadline < now:
                 continue
             if channels is None:
-                self.file(queue, (deadline, payload))
+                self.file(queue, queue, (deadline, payload))
                 continue
             foreign = 0
             for channel in channels:
                 if channel.startswith(queue) and "!" in queue:
-                    self.file(channel, (deadline, payload))
+                    self.file(channel, queue, (deadline, payload))
                 else:  # forged or misrouted: if kept, nobody would ever receive it
                     foreign += 1
             if foreign:
