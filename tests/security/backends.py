@@ -277,7 +277,7 @@ class AMQPTarget(Target):
             with contextlib.suppress(Exception):
                 layer = self.build(prefix=prefix)
                 asyncio.run(_flush_and_close(layer))
-                with self.channel() as channel:  # flush keeps the registry queue; it never expires by itself
+                with self.channel() as channel:  # flush keeps the registry queue (it expires only after a quiet period)
                     channel.queue_delete(layer.topology.registry)  # type: ignore[attr-defined]
 
 
