@@ -58,15 +58,23 @@ def run_rounds(targets: Sequence[Target], workloads: Sequence[str], count: int, 
 
     jobs = [(r, w, t) for r in range(rounds) for w in workloads for t in targets]
     results: list[Result] = []
+    hung: set[tuple[str, str]] = set()  # a layer that hung once hangs again: later rounds skip it
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("benchmarking", total=len(jobs))
         for round_no, workload, target in jobs:
             progress.update(task, description=f"round {round_no + 1}/{rounds} {workload} on {target.name}")
-            run = _run_isolated if target.isolated else _run_here
-            results.append(run(workload, target, count))
+            if (workload, target.name) not in hung:
+                run = _run_isolated if target.isolated else _run_here
+                result = run(workload, target, count)
+                if result.error == _TIMED_OUT:
+                    hung.add((workload, target.name))
+                results.append(result)
             progress.advance(task)
     return results
+
+
+_TIMED_OUT = "timed out (the layer hung or was far too slow)"
 
 
 def _time_limit(count: int) -> float:
@@ -98,7 +106,7 @@ async def _timed(workload: str, target: Target, count: int) -> Result:
     try:
         return await asyncio.wait_for(run_workload(workload, target, count), timeout=_time_limit(count))
     except asyncio.TimeoutError:
-        return Result(workload, target.name, error="timed out (the layer hung or was far too slow)")
+        return Result(workload, target.name, error=_TIMED_OUT)
 
 
 def best_results(results: Sequence[Result]) -> list[Result]:
