@@ -4,10 +4,11 @@ Every call is one statement (a function of :mod:`layers_postgres.schema`), prepa
 coalesced batch of sends, a pop of many items or a whole group fan-out costs one round trip.  The statements of
 every send and receive go through libpq directly (:mod:`layers_postgres.wire`).
 
-A send to a queue whose reader in this backend is parked (it found the queue empty and waits) serves that reader
-in its own statement (:mod:`layers_postgres.handoff`): one round trip per message and no NOTIFY, instead of a
-push, a NOTIFY and a claim.  Readers in other processes are unaffected: the statement only hands over what is at
-the head of the queue on the server.
+A send to a queue whose reader in this backend is parked (it found the queue empty and waits), or has just
+returned items and is about to park again, serves that reader in its own statement (:mod:`layers_postgres.handoff`):
+one round trip per message and no NOTIFY, instead of a push, a NOTIFY and a claim.  Readers in other processes are
+unaffected: the statement only hands over what is at the head of the queue on the server.  A lone send goes to the
+server at once; sends made while others are on their way are merged (:mod:`layers_postgres.batching`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from layers.errors import BackendUnavailable
 from layers.settings import redact_url
 
 from . import wire
+from .batching import Batcher
 from .handoff import Handoffs, Slot
 from .listener import Listener, Wake
 from .pool import Pool
@@ -90,8 +92,10 @@ class PostgresBackend(Backend):
     poll_interval: float = 0.5
     #: Seconds a process-queue reader woken during a busy stream waits before it claims (0 disables).
     gather_delay: float = 0.001
-    #: Loop turns a push to a named queue waits, after this backend's claim of it ended, for its reader to park.
+    #: Loop turns a push waits for this backend's reader of its queue to park (after its claim, if claiming).
     rejoin_turns: int = 4
+    #: Our own :class:`~layers_postgres.batching.Batcher` merges concurrent sends, without deferring a lone one.
+    coalesce_pushes = False
 
     def __init__(self, config: PostgresConfig) -> None:
         self.config = config
@@ -105,11 +109,12 @@ class PostgresBackend(Backend):
         n = self.names
         self._sql_store = f"SELECT {n.obj('_store')}(%s::text[], %s::bytea[], %s::int[], %s::float8[], %s)"
         self._sql_push = push_sql(n)
-        self._push_one = _statement("push1", push_one_sql(n), [TEXT, BYTEA, INT4, FLOAT8])
-        self._pop = _statement("pop", pop_sql(n), [TEXT, INT4, FLOAT8])
-        self._hand_sql = _statement("hand", hand_sql(n), [TEXT, BYTEA])
-        self._push_claim = _statement("pushclaim", push_claim_sql(n), [TEXT, BYTEA, INT4, FLOAT8, INT4, FLOAT8])
+        self._st_push_one = _statement("push1", push_one_sql(n), [TEXT, BYTEA, INT4, FLOAT8])
+        self._st_pop = _statement("pop", pop_sql(n), [TEXT, INT4, FLOAT8])
+        self._st_hand = _statement("hand", hand_sql(n), [TEXT, BYTEA])
+        self._st_push_claim = _statement("pushclaim", push_claim_sql(n), [TEXT, BYTEA, INT4, FLOAT8, INT4, FLOAT8])
         self._handoffs = Handoffs()
+        self._batcher = Batcher(self._push_batch)
         self._claiming: dict[str, asyncio.Future[None]] = {}  # queue -> done when this backend's claim of it ends
         self.handed = 0  # pushes that claimed for this backend's parked reader (tests and benchmarks read it)
         self._sql_group_push = f"SELECT {n.obj('_group_push')}(%s, %s, %s, %s, %s, %s, %s)"
@@ -124,13 +129,33 @@ class PostgresBackend(Backend):
     # -- the contract --------------------------------------------------------------------------------------
 
     async def push(self, pushes: Sequence[Push]) -> list[bool]:
+        if len(pushes) != 1:
+            return await self._push_many(pushes)
+        if self._batcher.busy:  # other sends of this loop are on their way: go with the next batch
+            return [await self._batcher.join(pushes[0])]
+        with self._batcher.sending():
+            return [await self._push_one(pushes[0])]
+
+    async def _push_batch(self, pushes: Sequence[Push]) -> list[bool]:
+        return [await self._push_one(pushes[0])] if len(pushes) == 1 else await self._push_many(pushes)
+
+    async def _push_one(self, push: Push) -> bool:
+        """One send: served to this backend's reader of its queue when that reader waits or is about to, else
+        stored like any other."""
+        queue = push.queue
+        slot = self._handoffs.take(queue)
+        if slot is None and queue in self._claiming:
+            slot = await self._rejoin(queue)
+        if slot is not None:
+            return await self._push_to_reader(push, slot)
+        if self._handoffs.between_pops(queue, asyncio.get_running_loop().time()) and await self._push_ahead(push):
+            return True
+        return (await self._push_many([push]))[0]
+
+    async def _push_many(self, pushes: Sequence[Push]) -> list[bool]:
         if not pushes:
             return []
         self._maybe_sweep()
-        if len(pushes) == 1:
-            slot = await self._parked_reader(pushes[0].queue)
-            if slot is not None:
-                return [await self._push_to_reader(pushes[0], slot)]
         stored = await self._push_fast(pushes)
         rest = [i for i, push in enumerate(pushes) if push.queue not in stored]
         if not rest:
@@ -153,7 +178,7 @@ class PostgresBackend(Backend):
             push = pushes[0]
             params = [wire.encode_text(push.queue), push.item, wire.encode_int(push.capacity),
                       wire.encode_float(push.deadline)]
-            result = await self._raw(self._push_one, params)
+            result = await self._raw(self._st_push_one, params)
             return {push.queue} if result.ntuples else set()
         args = {"queues": [p.queue for p in pushes], "items": [p.item for p in pushes],
                 "caps": [p.capacity for p in pushes], "deadlines": [p.deadline for p in pushes]}
@@ -164,25 +189,39 @@ class PostgresBackend(Backend):
 
         return await self._run(run)
 
-    async def _parked_reader(self, queue: str) -> Slot | None:
-        """This backend's reader of ``queue`` if it is parked, for a push to serve directly.
+    async def _rejoin(self, queue: str) -> Slot | None:
+        """This backend's reader of ``queue`` if it parks within a few loop turns, waiting for its claim first.
 
-        When that reader is claiming from a named queue right now, wait for the claim and a few loop turns: it
-        usually parks again at once, and a push stored behind its back instead would keep it one message behind
-        (claiming each message separately) for as long as the stream lasts."""
-        slot = self._handoffs.take(queue)
-        claiming = self._claiming.get(queue)
-        if slot is not None or claiming is None:
-            return slot
-        with contextlib.suppress(asyncio.TimeoutError):
-            async with _deadline(self.config.timeout):  # the claim has its own limit; this only bounds the wait
-                await asyncio.shield(claiming)
+        A push stored behind the back of a reader that is claiming would keep it one message behind (a push, a
+        NOTIFY and a claim per message) for as long as a stream lasts; after its claim it usually parks at once."""
         for _ in range(self.rejoin_turns):
-            await asyncio.sleep(0)
+            claiming = self._claiming.get(queue)
+            if claiming is None:
+                await asyncio.sleep(0)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    async with _deadline(self.config.timeout):  # the claim has its own limit; this bounds the wait
+                        await asyncio.shield(claiming)
             slot = self._handoffs.take(queue)
             if slot is not None:
-                break
-        return slot
+                return slot
+        return None
+
+    async def _push_ahead(self, push: Push) -> bool:
+        """Serve a reader that is between two pops (it just got items and usually asks again at once).
+
+        The statement goes now, while the receiver processes what it got, and the item goes to the reader when
+        it parks.  If the queue was not empty, or the reader does not come back within a few loop turns, the
+        item is stored after all (False): its send has not returned yet, so the sender's order is kept."""
+        items = await self._hand(push)
+        if items is None:
+            return False
+        slot = self._handoffs.take(push.queue) or await self._rejoin(push.queue)
+        if slot is None:
+            return False
+        self._handoffs.deliver(push.queue, slot, items)
+        self.handed += 1
+        return True
 
     async def _push_to_reader(self, push: Push, slot: Slot) -> bool:
         """Push one item and claim the head of its queue for this backend's parked reader: one statement when the
@@ -202,14 +241,14 @@ class PostgresBackend(Backend):
 
     async def _hand(self, push: Push) -> list[bytes] | None:
         """The item, if its queue holds nothing at all (see :func:`layers_postgres.schema.hand_sql`)."""
-        result = await self._raw(self._hand_sql, [wire.encode_text(push.queue), push.item])
+        result = await self._raw(self._st_hand, [wire.encode_text(push.queue), push.item])
         return [_value(result, 0, 0)] if result.ntuples else None
 
     async def _push_claiming(self, push: Push, limit: int) -> tuple[list[bytes], int]:
         """The items claimed for the reader and the push's status (see :func:`schema.push_claim_sql`)."""
         params = [wire.encode_text(push.queue), push.item, wire.encode_int(push.capacity),
                   wire.encode_float(push.deadline), wire.encode_int(limit), wire.encode_float(time.time())]
-        result = await self._raw(self._push_claim, params)
+        result = await self._raw(self._st_push_claim, params)
         last = result.ntuples - 1
         claimed = [_value(result, row, 1) for row in range(last)]
         status = wire.decode_int4(_value(result, last, 2))
@@ -220,6 +259,13 @@ class PostgresBackend(Backend):
         return claimed, status
 
     async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+        self._handoffs.popping(queue)
+        try:
+            return await self._pop_items(queue, limit, timeout)
+        finally:
+            self._handoffs.popped(queue, asyncio.get_running_loop().time())
+
+    async def _pop_items(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         self._maybe_sweep()
         stashed = self._handoffs.unstash(queue)
         if stashed:
@@ -285,7 +331,7 @@ class PostgresBackend(Backend):
         loop = asyncio.get_running_loop()
         claiming = self._claiming[queue] = loop.create_future()
         try:
-            result = await self._raw(self._pop, params)
+            result = await self._raw(self._st_pop, params)
         finally:
             self._last_claim = loop.time()
             claiming.set_result(None)
@@ -338,6 +384,7 @@ class PostgresBackend(Backend):
 
     async def close(self) -> None:
         self._handoffs.clear()
+        self._batcher.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.listener.close()

@@ -35,9 +35,28 @@ class Slot:
 class Handoffs:
     """The parked readers of one backend by queue, and items claimed for a reader that left meanwhile."""
 
+    #: Seconds after a pop returned during which its reader counts as coming back (see :meth:`between_pops`).
+    comeback: float = 0.001
+    #: Queues whose last pop is remembered; beyond this the memory is dropped (it only saves round trips).
+    max_remembered: int = 1000
+
     def __init__(self) -> None:
         self._parked: dict[str, Slot] = {}
         self._stash: dict[str, list[bytes]] = {}
+        self._returned: dict[str, float] = {}  # queue -> loop time its last pop returned (none in progress)
+
+    def popping(self, queue: str) -> None:
+        self._returned.pop(queue, None)
+
+    def popped(self, queue: str, now: float) -> None:
+        if len(self._returned) >= self.max_remembered:
+            self._returned.clear()
+        self._returned[queue] = now
+
+    def between_pops(self, queue: str, now: float) -> bool:
+        """Whether the reader of ``queue`` just returned items and will most likely pop again at once."""
+        returned = self._returned.get(queue)
+        return returned is not None and now - returned < self.comeback
 
     def park(self, queue: str, limit: int, future: asyncio.Future[None]) -> Slot:
         slot = self._parked[queue] = Slot(limit, future)
@@ -70,6 +89,8 @@ class Handoffs:
         slot.items = items
         slot.answered = True
         slot.wake()
+        if items:  # the reader is as good as back from its pop: it usually pops again at once
+            self.popped(queue, asyncio.get_running_loop().time())
 
     def unstash(self, queue: str) -> list[bytes]:
         return self._stash.pop(queue, [])
@@ -79,3 +100,4 @@ class Handoffs:
             slot.wake()
         self._parked.clear()
         self._stash.clear()
+        self._returned.clear()

@@ -216,3 +216,59 @@ def test_a_stream_from_this_process_stays_on_the_one_statement_path(make_layer: 
     got, handed = asyncio.run(main())
     assert got == list(range(count))
     assert handed >= count * 0.9, f"only {handed} of {count} sends served the parked reader"
+
+
+def test_a_send_ahead_of_a_reader_that_does_not_come_back_is_stored(make_layer: Any, prefix: str,
+                                                                    sql: psycopg.Connection[Any]) -> None:
+    """The reader just returned from a pop, so the send goes ahead of it; it does not pop again: the item is
+    stored after all (counted, and there for the next reader), never held in the process."""
+
+    async def main() -> tuple[list[bytes], int, int, tuple[int, int]]:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})
+        backend = _backend(layer)
+        looks = []
+        hand = backend._hand
+
+        async def counted_hand(push: Push) -> list[bytes] | None:
+            looks.append(push.item)
+            return await hand(push)
+
+        backend._hand = counted_hand  # type: ignore[method-assign]
+        backend._handoffs.popped(QUEUE, asyncio.get_running_loop().time())  # as if a pop just returned
+        assert await backend.push([Push(QUEUE, b"kept", 10, time.time() + 60)]) == [True]
+        counted = _counter(sql, prefix)
+        got = await backend.pop(QUEUE, 1, 1.0)
+        handed = backend.handed
+        await layer.close()
+        return got, len(looks), handed, counted
+
+    got, looks, handed, counted = asyncio.run(main())
+    assert looks == 1, "the send did not go ahead of the reader"
+    assert counted == (1, 1)
+    assert got == [b"kept"] and handed == 0
+
+
+def test_sends_made_while_one_is_on_its_way_go_together(make_layer: Any) -> None:
+    """A lone send goes at once; the 99 made while it is on its way are merged into few statements."""
+
+    async def main() -> tuple[int, list[int]]:
+        layer = make_layer(capacity=200)
+        await layer.send("batch.q", {"n": -1})
+        backend = _backend(layer)
+        calls: list[int] = []
+        push_many = backend._push_many
+
+        async def counted(pushes: Any) -> list[bool]:
+            calls.append(len(pushes))
+            return await push_many(pushes)
+
+        backend._push_many = counted  # type: ignore[method-assign]
+        await asyncio.gather(*(layer.send("batch.q", {"n": n}) for n in range(100)))
+        got = [(await layer.receive("batch.q"))["n"] for _ in range(101)]
+        await layer.close()
+        return len(calls), got
+
+    statements, got = asyncio.run(main())
+    assert sorted(got) == list(range(-1, 100))
+    assert statements <= 5, f"{statements} statements for 100 concurrent sends"
