@@ -148,7 +148,7 @@ class PostgresBackend(Backend):
             slot = await self._rejoin(queue)
         if slot is not None:
             return await self._push_to_reader(push, slot)
-        if self._handoffs.between_pops(queue, asyncio.get_running_loop().time()) and await self._push_ahead(push):
+        if self._goes_ahead(push) and await self._push_ahead(push):
             return True
         return (await self._push_many([push]))[0]
 
@@ -206,6 +206,13 @@ class PostgresBackend(Backend):
             if slot is not None:
                 return slot
         return None
+
+    def _goes_ahead(self, push: Push) -> bool:
+        """Whether to serve the reader of the push's queue before it parks again: it just returned items and its
+        queue held nothing more as far as we know (else the statement would find older items and the item would
+        be stored after all: two statements instead of one)."""
+        return (self._handoffs.between_pops(push.queue, asyncio.get_running_loop().time())
+                and not self.listener.may_hold(push.queue))
 
     async def _push_ahead(self, push: Push) -> bool:
         """Serve a reader that is between two pops (it just got items and usually asks again at once).
@@ -299,6 +306,8 @@ class PostgresBackend(Backend):
     async def _park(self, queue: str, limit: int, wake: Wake, seconds: float) -> list[bytes] | None:
         """Wait up to ``seconds`` for a NOTIFY (None: go and look) or for a push of ours that claims for us (the
         items it claimed)."""
+        if wake.pending:
+            return None  # a NOTIFY (or a reconnect) came while we looked: look again
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         slot = self._handoffs.park(queue, limit, future)

@@ -95,6 +95,11 @@ class Listener:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="layers-postgres-listener")
         return event
 
+    def may_hold(self, queue: str) -> bool:
+        """Whether ``queue`` may hold items its reader has not looked at (a NOTIFY came, or we do not know)."""
+        event = self._wakers.get(queue)
+        return event is None or event.pending
+
     def forget(self, queue: str) -> None:
         self._wakers.pop(queue, None)
 

@@ -235,7 +235,8 @@ def test_a_send_ahead_of_a_reader_that_does_not_come_back_is_stored(make_layer: 
             return await hand(push)
 
         backend._hand = counted_hand  # type: ignore[method-assign]
-        backend._handoffs.popped(QUEUE, asyncio.get_running_loop().time())  # as if a pop just returned
+        backend.listener.watch(QUEUE).clear()  # as if a pop found the queue empty and just returned
+        backend._handoffs.popped(QUEUE, asyncio.get_running_loop().time())
         assert await backend.push([Push(QUEUE, b"kept", 10, time.time() + 60)]) == [True]
         counted = _counter(sql, prefix)
         got = await backend.pop(QUEUE, 1, 1.0)
@@ -272,3 +273,36 @@ def test_sends_made_while_one_is_on_its_way_go_together(make_layer: Any) -> None
     statements, got = asyncio.run(main())
     assert sorted(got) == list(range(-1, 100))
     assert statements <= 5, f"{statements} statements for 100 concurrent sends"
+
+
+def test_a_wake_up_during_a_claim_is_not_lost(make_layer: Any, prefix: str, sql: psycopg.Connection[Any]) -> None:
+    """A NOTIFY that arrives while the reader claims (after its snapshot) makes it look again instead of parking
+    until the next poll."""
+
+    async def main() -> tuple[list[bytes], float]:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})
+        backend = _backend(layer)
+        claim = backend._claim
+        calls: list[int] = []
+
+        async def claim_then_notified(queue: str, limit: int) -> list[bytes]:
+            items = await claim(queue, limit)
+            if not calls:
+                _store_behind_its_back(sql, prefix, [b"late"], counted=1)
+                backend.listener.watch(queue).set()  # its NOTIFY, as the listener delivers it
+            calls.append(len(items))
+            return items
+
+        backend._claim = claim_then_notified  # type: ignore[method-assign]
+        backend.listener.watch("hand.other")
+        await asyncio.wait_for(backend.listener.ready.wait(), 5)  # listening: only a wake-up ends the wait
+        started = time.monotonic()
+        got = await backend.pop(QUEUE, 1, 5.0)
+        elapsed = time.monotonic() - started
+        await layer.close()
+        return got, elapsed
+
+    got, elapsed = asyncio.run(main())
+    assert got == [b"late"]
+    assert elapsed < 1.0, f"the reader parked for {elapsed:.2f}s"
