@@ -38,6 +38,10 @@ UNAVAILABLE_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYA
 class Shard(abc.ABC):
     """The calls the backend makes on one shard."""
 
+    #: Whether commands issued during one loop iteration already share one write (an auto-pipelined link); if
+    #: not, the core should coalesce concurrent sends into one ``run_scripts`` pipeline.
+    pipelines_concurrent_calls: bool = False
+
     def __init__(self, spec: HostSpec, timeout: float) -> None:
         self.spec = spec
         self.timeout = timeout

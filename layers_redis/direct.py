@@ -74,6 +74,8 @@ class _Inbox:
 
 
 class DirectShard(Shard):
+    pipelines_concurrent_calls = True  # the CommandLink writes every command of one loop iteration together
+
     def __init__(self, spec: HostSpec, timeout: float) -> None:
         super().__init__(spec, timeout)
         self.pool = _make_pool(spec, timeout)
