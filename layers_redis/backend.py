@@ -36,7 +36,8 @@ class RedisBackend(Backend):
         self.shards = [make_shard(spec, timeout, max_connections) for spec in hosts]
         # Servers reached through a command link batch concurrent sends by themselves: the core's coalescer would
         # only add a task and two loop iterations to each send (process send+receive 5.5k -> 7.2-8k msgs/s).
-        # A Redis Cluster client sends each call as its own pipeline, so there the core coalesces.
+        # A Redis Cluster client sends each call as its own pipeline, so there the core coalesces (100 producers on
+        # a 3-master cluster: 19.8k msgs/s coalesced, 7.1k not).
         self.coalesce_pushes = not all(shard.pipelines_concurrent_calls for shard in self.shards)
         self.prefix = prefix
         self._group_prefix = f"{prefix}:g:"
