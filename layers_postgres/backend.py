@@ -131,7 +131,7 @@ class PostgresBackend(Backend):
     async def push(self, pushes: Sequence[Push]) -> list[bool]:
         if len(pushes) != 1:
             return await self._push_many(pushes)
-        if self._batcher.busy:  # other sends of this loop are on their way: go with the next batch
+        if self._batcher.busy(asyncio.get_running_loop().time()):  # others are being sent: go with the next batch
             return [await self._batcher.join(pushes[0])]
         with self._batcher.sending():
             return [await self._push_one(pushes[0])]

@@ -24,16 +24,23 @@ Send = Callable[[Sequence[Push]], Awaitable[list[bool]]]
 class Batcher:
     """Merges the sends made while others are on their way into one ``send`` call per loop iteration."""
 
+    #: Seconds after sends last overlapped during which every send joins a batch: concurrent senders (that all
+    #: wake up in the same loop iteration) then go together, instead of the first alone and the others after.
+    merge_window: float = 0.005
+
     def __init__(self, send: Send) -> None:
         self._send = send
         self._sending = 0  # calls of ``send`` on their way
         self._waiting: list[tuple[Push, asyncio.Future[bool]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._merging_until = 0.0  # loop time until which sends join batches
 
-    @property
-    def busy(self) -> bool:
-        """Whether other sends are on their way (a new one then joins the next batch)."""
-        return self._sending > 0 or bool(self._waiting)
+    def busy(self, now: float) -> bool:
+        """Whether a new send should join the next batch: others are on their way, or were lately."""
+        if self._sending or self._waiting:
+            self._merging_until = now + self.merge_window
+            return True
+        return now < self._merging_until
 
     @contextmanager
     def sending(self) -> Iterator[None]:
