@@ -78,23 +78,30 @@ async def cross_process_fan_out(target: Target, count: int, *, name: str, worker
     return result
 
 
-async def cross_process_latency(target: Target, count: int, *, name: str, size: int = 100) -> Result:
-    """One message at a time to a worker's process channel; p50/p99 of send-to-receive time."""
+async def cross_process_latency(target: Target, count: int, *, name: str, size: int = 100, pace: float = 0.0005,
+                                named: bool = False) -> Result:
+    """One message at a time to a channel a worker process receives on; p50/p99 of send-to-receive time.
+
+    ``pace`` seconds between sends measures latency, not queueing; with ``pace=0`` the rate is the cross-process
+    send+receive throughput (from the first send to the worker's last receive).
+    """
     result = Result(name, target.name)
     if not target.cross_process:
         return _in_process_only(result)
-    samples = min(count, 2000)
-    worker = await _Worker.start("latency", target.spec, samples)
+    samples = min(count, 2000) if pace else count
+    channel = f"bench.xproc.{time.monotonic_ns()}" if named else "-"
+    worker = await _Worker.start("latency", target.spec, samples, channel)
     layer = target.factory(capacity=samples + 10, expiry=300)
     try:
         channel = (await worker.read(60))["channel"]
         body = b"x" * size
-        started = time.perf_counter()
+        started = time.time()
         for _ in range(samples):
             await layer.send(channel, {"type": "bench", "sent": time.time(), "body": body})
-            await asyncio.sleep(0.0005)  # pace the sends: this measures latency, not queueing
+            if pace:
+                await asyncio.sleep(pace)
         report = await worker.read(120)
-        result.seconds = time.perf_counter() - started
+        result.seconds = report["finished"] - started
         result.messages = samples
         result.extra = {"p50_ms": report["p50_ms"], "p99_ms": report["p99_ms"]}
     except Exception as exc:
@@ -137,9 +144,10 @@ async def _fan_out_worker(spec: str, group: str, members: int, sends: int) -> No
     await close_layer(layer)
 
 
-async def _latency_worker(spec: str, samples: int) -> None:
+async def _latency_worker(spec: str, samples: int, channel: str) -> None:
     layer = make_target(spec).factory(capacity=samples + 10, expiry=300)
-    channel = await layer.new_channel()
+    if channel == "-":
+        channel = await layer.new_channel()
     first = asyncio.ensure_future(layer.receive(channel))
     await asyncio.sleep(0.2)
     _say(channel=channel)
@@ -147,8 +155,10 @@ async def _latency_worker(spec: str, samples: int) -> None:
     for i in range(samples):
         message = await (first if i == 0 else layer.receive(channel))
         latencies.append((time.time() - message["sent"]) * 1000)
+    finished = time.time()
     latencies.sort()
-    _say(p50_ms=round(statistics.median(latencies), 3), p99_ms=round(latencies[int(len(latencies) * 0.99) - 1], 3))
+    _say(finished=finished, p50_ms=round(statistics.median(latencies), 3),
+         p99_ms=round(latencies[int(len(latencies) * 0.99) - 1], 3))
     await close_layer(layer)
 
 
@@ -158,7 +168,7 @@ def worker_main(argv: list[str]) -> None:
         if role == "fan-out":
             asyncio.run(_fan_out_worker(spec, rest[0], int(rest[1]), int(rest[2])))
         elif role == "latency":
-            asyncio.run(_latency_worker(spec, int(rest[0])))
+            asyncio.run(_latency_worker(spec, int(rest[0]), rest[1]))
         else:
             raise ValueError(f"unknown worker role {role!r}")
     except Exception as exc:
