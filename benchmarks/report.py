@@ -32,12 +32,14 @@ SECTIONS: list[tuple[str, str, list[str], list[str]]] = [
      ["process", "named", "producers-100", "group-100", "group-1000", "size-100", "size-10k", "size-500k",
       "overload", "residue"]),
     ("Redis", REDIS, ["channels_redis", "channels_redis_pubsub"],
-     ["process", "named", "producers-10", "producers-100", "group-100", "group-1000", "fanout-procs", "latency",
-      "size-10k", "size-500k", "overload", "residue"]),
+     ["process", "named", "process-xproc", "named-xproc", "producers-10", "producers-100", "group-100",
+      "group-1000", "fanout-procs", "latency", "size-10k", "size-500k", "overload", "residue"]),
     ("PostgreSQL", POSTGRES, ["channels_postgres"],
-     ["named-rf", "process-rf", "producers-100-rf", "group-100", "process", "named", "size-10k", "overload"]),
+     ["named-rf", "process-rf", "process-xproc", "named-xproc", "producers-100-rf", "group-100", "process", "named",
+      "size-10k", "overload"]),
     ("AMQP (RabbitMQ)", AMQP, ["channels_rabbitmq"],
-     ["process", "named", "producers-100", "group-100", "fanout-procs", "latency", "size-10k", "overload"]),
+     ["process", "named", "process-xproc", "named-xproc", "producers-100", "group-100", "fanout-procs", "latency",
+      "size-10k", "overload"]),
 ]
 
 
