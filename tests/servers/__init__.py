@@ -7,6 +7,7 @@ environment can override; a test that needs one skips with a clear reason when i
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +23,20 @@ __all__ = ["AMQP_URL", "POSTGRES_DSN", "REDIS_URL", "ServerProcess", "free_port"
 REDIS_URL = os.environ.get("LAYERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_DSN = os.environ.get("LAYERS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP_URL = os.environ.get("LAYERS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+try:  # loaded here, not in the child: after fork the child may already run as another user (PostgreSQL)
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except (OSError, AttributeError):  # not glibc Linux: servers are then only stopped by their fixtures
+    _prctl = None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a private server: the kernel sends it SIGTERM when the test process dies, even by SIGKILL
+    (a killed or timed-out pytest would otherwise leave servers running after their fixtures could stop them)."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -59,7 +74,7 @@ class ServerProcess:
     def start(self, argv: Sequence[str], ready_timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
-                                         env=env, start_new_session=True)
+                                         env=env, start_new_session=True, preexec_fn=die_with_parent)
         try:
             wait_for_port(self.port, ready_timeout)
         except TimeoutError:
