@@ -31,6 +31,7 @@ from psycopg import errors as pg_errors
 
 from layers.backend import Backend, FanOut, Push
 from layers.core import GroupFanOut
+from layers.envelope import unpack_item
 from layers.errors import BackendUnavailable
 from layers.settings import redact_url
 
@@ -392,7 +393,10 @@ class PostgresBackend(Backend):
         return await self._run(run)
 
     async def close(self) -> None:
+        stashed = self._handoffs.take_stash()
         self._handoffs.clear()
+        if stashed:
+            await self._give_back(stashed)
         self._batcher.cancel()
         for task in list(self._tasks):
             task.cancel()
@@ -400,6 +404,18 @@ class PostgresBackend(Backend):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+    async def _give_back(self, stashed: dict[str, list[bytes]]) -> None:
+        """Store items a push claimed for a reader that was cancelled before it took them (their sends have
+        returned): behind the queue's current items, since their rows are gone, and beyond capacity, since
+        they were admitted once already."""
+        now = time.time()
+        pushes = [Push(queue, item, _ADMITTED, _deadline_of(item, now)) for queue, items in stashed.items()
+                  for item in items]
+        try:
+            await self.push(pushes)
+        except Exception as exc:  # the server is away: these are lost, like anything in a crashed process
+            log.warning("could not give back %d claimed item(s) on close: %s", len(pushes), exc)
 
     def abandon(self) -> None:
         self.listener.abandon()
@@ -633,3 +649,14 @@ def _server_side_pieces(fan_out: FanOut) -> tuple[bytes, bytes, bytes] | None:
 
 
 _NIL = msgpack.packb(None)
+
+
+_ADMITTED = 2**31 - 1  # no capacity check: the item was admitted when it was sent
+
+
+def _deadline_of(item: bytes, now: float) -> float:
+    """The deadline inside a core item; a minute from now for anything else (it is checked again on delivery)."""
+    try:
+        return unpack_item(item)[0]
+    except ValueError:
+        return now + 60

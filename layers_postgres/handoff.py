@@ -95,6 +95,11 @@ class Handoffs:
     def unstash(self, queue: str) -> list[bytes]:
         return self._stash.pop(queue, [])
 
+    def take_stash(self) -> dict[str, list[bytes]]:
+        """Every stashed item by queue (the backend closes: they must go back to the table, not vanish)."""
+        stash, self._stash = self._stash, {}
+        return stash
+
     def clear(self) -> None:
         for slot in self._parked.values():
             slot.wake()

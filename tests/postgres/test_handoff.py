@@ -112,19 +112,40 @@ def test_capacity_exact_when_pushing_to_a_parked_reader(make_layer: Any, prefix:
     assert _counter(sql, prefix) == (3, 3)
 
 
+async def _hand_to_a_reader_that_leaves(layer: Any) -> PostgresBackend:
+    """A push takes the parked reader, the reader is cancelled before the push answers: the send returned."""
+    await layer.send("hand.warmup", {})
+    backend = _backend(layer)
+    pop = await _parked_pop(backend, limit=1)
+    push = asyncio.ensure_future(backend.push([Push(QUEUE, b"x", 10, time.time() + 60)]))
+    await asyncio.sleep(0)  # the push took the parked reader and awaits its statement
+    assert backend._handoffs._parked.get(QUEUE) is None
+    pop.cancel()
+    assert await push == [True]
+    return backend
+
+
 def test_items_claimed_for_a_reader_that_left_go_to_the_next_pop(make_layer: Any) -> None:
     async def main() -> list[bytes]:
         layer = make_layer()
-        await layer.send("hand.warmup", {})
-        backend = _backend(layer)
-        pop = await _parked_pop(backend, limit=1)
-        push = asyncio.ensure_future(backend.push([Push(QUEUE, b"x", 10, time.time() + 60)]))
-        await asyncio.sleep(0)  # the push took the parked reader and awaits its statement
-        assert backend._handoffs._parked.get(QUEUE) is None
-        pop.cancel()
-        assert await push == [True]
+        backend = await _hand_to_a_reader_that_leaves(layer)
         got = await backend.pop(QUEUE, 1, 0.5)
         await layer.close()
+        return got
+
+    assert asyncio.run(main()) == [b"x"]
+
+
+def test_items_claimed_for_a_reader_that_left_are_stored_again_on_close(make_layer: Any) -> None:
+    """The send returned (handed over), its reader was cancelled, then the layer closed: the item is not lost."""
+
+    async def main() -> list[bytes]:
+        layer = make_layer()
+        await _hand_to_a_reader_that_leaves(layer)
+        await layer.close()
+        other = make_layer()
+        got = await _backend(other).pop(QUEUE, 1, 2.0)
+        await other.close()
         return got
 
     assert asyncio.run(main()) == [b"x"]
