@@ -22,7 +22,7 @@ from dataclasses import dataclass
 __all__ = ["VERSION", "Names", "create_sql", "drop_sql"]
 
 #: Bumped whenever the DDL below changes; stored in ``<prefix>_meta`` so old tables get the new functions.
-VERSION = 1
+VERSION = 2
 
 # Relation names are prefix + suffix, so no suffix may end with another one ("_msg_queue" did: the layer with
 # prefix "a_msg" would name its counter table like the index of the layer with prefix "a").
@@ -160,8 +160,8 @@ BEGIN
         IF _counts[_i] + _wanted[_i] > _caps_by_queue[_i] THEN
             -- Looks full: expired items stop counting, so delete them and get the exact count.
             WITH gone AS (
-                DELETE FROM {n.msg} WHERE ctid = ANY(ARRAY(
-                    SELECT m.ctid FROM {n.msg} AS m WHERE m.queue = _names[_i] AND m.deadline < _now
+                DELETE FROM {n.msg} WHERE queue = _names[_i] AND id = ANY(ARRAY(
+                    SELECT m.id FROM {n.msg} AS m WHERE m.queue = _names[_i] AND m.deadline < _now
                     FOR UPDATE SKIP LOCKED))
                 RETURNING 1)
             SELECT count(*) INTO _freed FROM gone;
@@ -348,11 +348,15 @@ SELECT pg_notify({quote_literal(n.channel)}, c.queue) FROM counted AS c"""
 
 
 def _claim(n: Names, queue: str, limit: str) -> str:
-    """The CTE that deletes up to ``limit`` items from the head of ``queue``, skipping rows others hold."""
+    """The CTE that deletes up to ``limit`` items from the head of ``queue``, skipping rows others hold.
+
+    The rows are found again by ``(queue, id)``, not by ``ctid``: a prepared statement keeps the generic plan made
+    at its first run, and one made while the table was empty deletes by ctid with a sequential scan (measured:
+    6 ms per claim once other queues held 100k rows, against 0.08 ms through the ``(queue, id)`` index)."""
     return f"""\
 claimed AS (
-    DELETE FROM {n.msg} WHERE ctid = ANY(ARRAY(
-        SELECT m.ctid FROM {n.msg} AS m WHERE m.queue = {queue} ORDER BY m.id LIMIT {limit}
+    DELETE FROM {n.msg} WHERE queue = {queue} AND id = ANY(ARRAY(
+        SELECT m.id FROM {n.msg} AS m WHERE m.queue = {queue} ORDER BY m.id LIMIT {limit}
         FOR UPDATE SKIP LOCKED))
     RETURNING id, deadline, item
 )"""
