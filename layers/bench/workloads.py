@@ -172,6 +172,7 @@ async def residue(target: Target, count: int, *, name: str) -> Result:
 
 async def _footprint(layer: Layer) -> dict[str, Any]:
     """In-process map sizes, and what the server still holds for the layer (where we can tell)."""
+    await asyncio.sleep(0.05)  # let the loop settle: a reader looks once more for a waiter before it stops
     local = getattr(layer, "local_state_size", None)
     if local is not None:
         sizes: dict[str, Any] = dict(local())
