@@ -14,8 +14,9 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 __all__ = ["AMQP_URL", "POSTGRES_DSN", "REDIS_URL", "ServerProcess", "free_port", "port_open", "wait_for_port"]
@@ -32,11 +33,18 @@ except (OSError, AttributeError):  # not glibc Linux: servers are then only stop
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for a private server: the kernel sends it SIGTERM when the test process dies, even by SIGKILL
-    (a killed or timed-out pytest would otherwise leave servers running after their fixtures could stop them)."""
+def _die_with_parent() -> None:
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """The ``preexec_fn`` for a private server: the kernel sends it SIGTERM when the test process dies, even by
+    SIGKILL (a killed or timed-out pytest would otherwise leave servers running that no fixture stops).
+
+    Only from the main thread: the signal follows the *thread* that started the server, and a server restarted
+    from an executor thread (the fault tests do) would be stopped when that thread ends."""
+    return _die_with_parent if threading.current_thread() is threading.main_thread() else None
 
 
 def free_port() -> int:
@@ -74,7 +82,7 @@ class ServerProcess:
     def start(self, argv: Sequence[str], ready_timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
-                                         env=env, start_new_session=True, preexec_fn=die_with_parent)
+                                         env=env, start_new_session=True, preexec_fn=die_with_parent())
         try:
             wait_for_port(self.port, ready_timeout)
         except TimeoutError:

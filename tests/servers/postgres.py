@@ -64,7 +64,7 @@ class PostgresServer:
                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, user=self._user,
-                                         start_new_session=True, preexec_fn=die_with_parent)
+                                         start_new_session=True, preexec_fn=die_with_parent())
         self._wait_ready(timeout)
         return self
 
