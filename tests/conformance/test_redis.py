@@ -59,13 +59,22 @@ def three_shards() -> Iterator[str]:
         server.stop()
 
 
-class TestRedisShardedConformance(ConformanceSuite):
-    """Three shards: every queue and group lives on the shard its name hashes to."""
+class _OnPrivateServers(ConformanceSuite):
+    """The suite on private servers: ``servers`` names the module fixture that starts them and yields their URL."""
+
+    servers: ClassVar[str]
 
     @pytest.fixture
-    def layer_factory(self, three_shards: str) -> Any:
-        type(self).spec_knobs = {"process_target": f"{three_shards}?prefix=spec"}  # known once servers run
-        return lambda **overrides: RedisChannelLayer(hosts=[three_shards], **{"prefix": "spec", **overrides})
+    def layer_factory(self, request: pytest.FixtureRequest) -> Any:
+        url: str = request.getfixturevalue(self.servers)
+        type(self).spec_knobs = {"process_target": f"{url}?prefix=spec"}  # known once the servers run
+        return lambda **overrides: RedisChannelLayer(hosts=[url], **{"prefix": "spec", **overrides})
+
+
+class TestRedisShardedConformance(_OnPrivateServers):
+    """Three shards: every queue and group lives on the shard its name hashes to."""
+
+    servers = "three_shards"
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +86,10 @@ def cluster_url() -> Iterator[str]:
     cluster.stop()
 
 
-class TestRedisClusterConformance(ConformanceSuite):
+class TestRedisClusterConformance(_OnPrivateServers):
     """A 3-master Redis Cluster through redis.asyncio.RedisCluster."""
 
-    @pytest.fixture
-    def layer_factory(self, cluster_url: str) -> Any:
-        type(self).spec_knobs = {"process_target": f"{cluster_url}?prefix=spec"}
-        return lambda **overrides: RedisChannelLayer(hosts=[cluster_url], **{"prefix": "spec", **overrides})
+    servers = "cluster_url"
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +101,7 @@ def sentinel_url() -> Iterator[str]:
     setup.stop()
 
 
-class TestRedisSentinelConformance(ConformanceSuite):
+class TestRedisSentinelConformance(_OnPrivateServers):
     """A master found through a Sentinel (the master/replica pair and the sentinel are private servers)."""
 
-    @pytest.fixture
-    def layer_factory(self, sentinel_url: str) -> Any:
-        type(self).spec_knobs = {"process_target": f"{sentinel_url}?prefix=spec"}
-        return lambda **overrides: RedisChannelLayer(hosts=[sentinel_url], **{"prefix": "spec", **overrides})
+    servers = "sentinel_url"
