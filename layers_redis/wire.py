@@ -12,6 +12,7 @@ RESP through hiredis on the raw streams, because per-command overhead is what li
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import time
@@ -47,7 +48,7 @@ class _Protocol(asyncio.Protocol):
         self.link._lost_connection(self, exc)
 
 
-class _Link:
+class _Link(abc.ABC):
     """A connection opened by a redis-py pool (TLS, AUTH, SELECT, Sentinel), then spoken to through hiredis."""
 
     def __init__(self, pool: aioredis.ConnectionPool, timeout: float, label: str) -> None:
@@ -123,8 +124,9 @@ class _Link:
     def write(self, payload: bytes) -> None:
         self._transport.write(payload)
 
+    @abc.abstractmethod
     def on_reply(self, reply: Any) -> None:
-        raise NotImplementedError
+        """One parsed RESP reply, in the order the server sent it."""
 
     def fail(self, error: BaseException) -> None:
         """Drop the connection; subclasses also fail what waited on it."""

@@ -109,9 +109,11 @@ class _Private:
 
     url: str
     faults: dict[str, Fault]
+    server: Any  # the tests.servers object; its ``proc`` is the server's process unless ``pid`` says otherwise
 
     def pid(self) -> int:
-        raise NotImplementedError
+        assert self.server.proc is not None
+        return int(self.server.proc.pid)
 
     def freeze_fault(self) -> Fault:
         """SIGSTOP the whole server: connections stay open and nothing answers (the test of every timeout)."""
@@ -123,7 +125,8 @@ class _Private:
         return None
 
     def stop(self) -> None:
-        raise NotImplementedError
+        _signal_tree(self.pid(), signal.SIGCONT)  # a frozen server cannot shut down
+        self.server.stop()
 
 
 class _PrivateRedis(_Private):
@@ -142,10 +145,6 @@ class _PrivateRedis(_Private):
         assert self.server.process.proc is not None
         return self.server.process.proc.pid
 
-    def stop(self) -> None:
-        _signal_tree(self.pid(), signal.SIGCONT)
-        self.server.stop()
-
 
 class _PrivatePostgres(_Private):
     def __init__(self) -> None:
@@ -162,15 +161,6 @@ class _PrivatePostgres(_Private):
                              keeps_stored=True, strict=True),
             "freeze": self.freeze_fault(),
         }
-
-    def pid(self) -> int:
-        assert self.server.proc is not None
-        return self.server.proc.pid
-
-    def stop(self) -> None:
-        _signal_tree(self.pid(), signal.SIGCONT)
-        self.server.stop()
-
 
 class _PrivateRabbit(_Private):
     def __init__(self) -> None:
@@ -197,15 +187,6 @@ class _PrivateRabbit(_Private):
         deadline = time.monotonic() + 10
         while port_open(self.server.port) and time.monotonic() < deadline:
             time.sleep(0.05)  # the old node lets go of its port before the new one starts
-
-    def pid(self) -> int:
-        assert self.server.proc is not None
-        return self.server.proc.pid
-
-    def stop(self) -> None:
-        _signal_tree(self.pid(), signal.SIGCONT)
-        self.server.stop()
-
 
 def _private_server(kind: type[_Private], what: str) -> Iterator[_Private]:
     try:
