@@ -16,8 +16,9 @@ from typing import Any
 
 from rich.console import Console
 
-from layers.bench import WORKLOADS, Result, make_target
+from layers.bench import WORKLOADS, Result
 from layers.bench.report import best_results, environment, plot, run_rounds
+from layers.bench.targets import confined
 
 from . import sharding
 
@@ -95,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.only and title not in args.only:
             continue
         console.print(f"[bold]{title}[/bold]")
-        targets = [make_target(ours), *(make_target(p) for p in peers)]
-        best = best_results(run_rounds(targets, workloads, args.messages, args.rounds, console))
+        with confined([ours, *peers]) as targets:  # a prefix (and for channels_postgres a database) of its own
+            best = best_results(run_rounds(targets, workloads, args.messages, args.rounds, console))
         slug = title.split()[0].lower()
         plot(best, targets, workloads, str(figures / f"{slug}.png"))
         ours_name = targets[0].name

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from layers.bench import WORKLOADS, Result, make_target, run_workload
+from layers.bench import WORKLOADS, Result, run_workload
+from layers.bench.targets import confined
 
 PEER_NAMES = {"channels_memory", "channels_redis", "channels_redis_pubsub", "channels_postgres", "channels_rabbitmq"}
 
@@ -17,10 +18,12 @@ def test_workload(benchmark: pytest.FixtureRequest, request: pytest.FixtureReque
     count = request.config.getoption("--bench-messages")
     results: list[Result] = []
 
-    def once() -> None:
-        results.append(asyncio.run(asyncio.wait_for(run_workload(workload, make_target(target), count), 300)))
+    with confined([target]) as [confined_target]:  # its own prefix; only what it created is cleaned
 
-    benchmark.pedantic(once, rounds=request.config.getoption("--bench-rounds"), iterations=1)  # type: ignore[attr-defined]
+        def once() -> None:
+            results.append(asyncio.run(asyncio.wait_for(run_workload(workload, confined_target, count), 300)))
+
+        benchmark.pedantic(once, rounds=request.config.getoption("--bench-rounds"), iterations=1)  # type: ignore[attr-defined]
     best = max(results, key=lambda r: r.rate)
     benchmark.extra_info.update(unit=WORKLOADS[workload].unit, rate=round(best.rate, 1),  # type: ignore[attr-defined]
                                 messages=best.messages, error=best.error, **best.extra)

@@ -58,7 +58,8 @@ async def cross_process_fan_out(target: Target, count: int, *, name: str, worker
     # 10 sends: 242k, for the same layer in one run), and channels_redis's ~41k needs 10 to show.
     sends = max(10, count // (workers * members))
     group = f"bench-fan-{time.monotonic_ns()}"
-    procs = [await _Worker.start("fan-out", target.spec, group, members, sends) for _ in range(workers)]
+    procs = [await _Worker.start("fan-out", target.spec, target.prefix, group, members, sends)
+             for _ in range(workers)]
     layer = target.factory(capacity=sends + 10, expiry=300)
     try:
         for worker in procs:
@@ -90,7 +91,7 @@ async def cross_process_latency(target: Target, count: int, *, name: str, size: 
         return _in_process_only(result)
     samples = min(count, 2000) if pace else count
     channel = f"bench.xproc.{time.monotonic_ns()}" if named else "-"
-    worker = await _Worker.start("latency", target.spec, samples, channel)
+    worker = await _Worker.start("latency", target.spec, target.prefix, samples, channel)
     layer = target.factory(capacity=samples + 10, expiry=300)
     try:
         channel = (await worker.read(60))["channel"]
@@ -124,8 +125,8 @@ def _say(**answer: Any) -> None:
     print(json.dumps(answer), flush=True)
 
 
-async def _fan_out_worker(spec: str, group: str, members: int, sends: int) -> None:
-    layer = make_target(spec).factory(capacity=sends + 10, expiry=300)
+async def _fan_out_worker(spec: str, prefix: str, group: str, members: int, sends: int) -> None:
+    layer = make_target(spec, prefix).factory(capacity=sends + 10, expiry=300)
     channels = [await layer.new_channel() for _ in range(members)]
     for channel in channels:
         await layer.group_add(group, channel)
@@ -144,8 +145,8 @@ async def _fan_out_worker(spec: str, group: str, members: int, sends: int) -> No
     await close_layer(layer)
 
 
-async def _latency_worker(spec: str, samples: int, channel: str) -> None:
-    layer = make_target(spec).factory(capacity=samples + 10, expiry=300)
+async def _latency_worker(spec: str, prefix: str, samples: int, channel: str) -> None:
+    layer = make_target(spec, prefix).factory(capacity=samples + 10, expiry=300)
     if channel == "-":
         channel = await layer.new_channel()
     first = asyncio.ensure_future(layer.receive(channel))
@@ -163,12 +164,12 @@ async def _latency_worker(spec: str, samples: int, channel: str) -> None:
 
 
 def worker_main(argv: list[str]) -> None:
-    role, spec, *rest = argv
+    role, spec, prefix, *rest = argv
     try:
         if role == "fan-out":
-            asyncio.run(_fan_out_worker(spec, rest[0], int(rest[1]), int(rest[2])))
+            asyncio.run(_fan_out_worker(spec, prefix, rest[0], int(rest[1]), int(rest[2])))
         elif role == "latency":
-            asyncio.run(_latency_worker(spec, int(rest[0]), rest[1]))
+            asyncio.run(_latency_worker(spec, prefix, int(rest[0]), rest[1]))
         else:
             raise ValueError(f"unknown worker role {role!r}")
     except Exception as exc:

@@ -8,27 +8,40 @@ import contextlib
 import json
 import multiprocessing
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import BackendUnavailable, ConfigError
 from . import DEFAULT_WORKLOADS, WORKLOADS, Result, Target, make_target, run_workload
+from .targets import MissingPackage, confined
 from .workloads import NOT_APPLICABLE
 
-__all__ = ["best_results", "run_cli", "run_rounds"]
+__all__ = ["best_results", "make_console", "run_cli", "run_rounds"]
+
+
+#: Exit statuses of ``layers bench`` (also in its --help).
+EXIT_OK, EXIT_OURS_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 def run_cli(args: argparse.Namespace) -> int:
     try:
         from rich.console import Console
     except ImportError:
-        raise ConfigError("layers bench needs 'rich': pip install 'channel-layers[cli]'") from None
-    workloads = _pick_workloads(args.workload)
-    targets = [make_target(args.url), *(make_target(spec) for spec in args.vs)]
-    console = Console()
-    results = run_rounds(targets, workloads, args.messages, args.rounds, console)
+        raise MissingPackage("layers bench needs 'rich': pip install 'channel-layers[cli]'") from None
+    console = make_console(Console)
+    try:
+        workloads = _pick_workloads(args.workload)
+        with confined([args.url, *args.vs]) as targets:
+            results = run_rounds(targets, workloads, args.messages, args.rounds, console)
+    except BackendUnavailable as exc:
+        print(f"layers: error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except ConfigError as exc:  # a missing package (with its pip command), an unknown workload or peer
+        print(f"layers: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     best = best_results(results)
     console.print(render_table(best, targets, workloads))
     if args.json:
@@ -37,7 +50,15 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.plot:
         plot(best, targets, workloads, args.plot)
         console.print(f"plot written to {args.plot}")
-    return 1 if any(r.error for r in best if r.target == targets[0].name) else 0
+    failed = any(r.error and not r.error.startswith(NOT_APPLICABLE) for r in best if r.target == targets[0].name)
+    return EXIT_OURS_FAILED if failed else EXIT_OK
+
+
+def make_console(console_class: Any, **options: Any) -> Any:
+    """A rich console; without a terminal (a pipe, a file, CI) lines are never cut or wrapped at 80 columns."""
+    if sys.stdout.isatty() and "file" not in options:
+        return console_class(**options)
+    return console_class(width=200, soft_wrap=True, **options)
 
 
 def _pick_workloads(names: Sequence[str]) -> list[str]:
@@ -85,15 +106,15 @@ def _run_here(workload: str, target: Target, count: int) -> Result:
     return asyncio.run(_timed(workload, target, count))
 
 
-def _run_in_child(workload: str, spec: str, count: int) -> Result:
-    return _run_here(workload, make_target(spec), count)
+def _run_in_child(workload: str, spec: str, prefix: str, count: int) -> Result:
+    return _run_here(workload, make_target(spec, prefix), count)
 
 
 def _run_isolated(workload: str, target: Target, count: int) -> Result:
     """Run in a child process, so whatever the layer leaves open (connections, tasks) goes when it exits."""
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        future = pool.submit(_run_in_child, workload, target.spec, count)
+        future = pool.submit(_run_in_child, workload, target.spec, target.prefix, count)
         try:
             return future.result(timeout=_time_limit(count) + 60)
         except Exception as exc:  # a child that hung past its own timeout, or died
@@ -121,14 +142,18 @@ def best_results(results: Sequence[Result]) -> list[Result]:
 
 
 def render_table(best: Sequence[Result], targets: Sequence[Target], workloads: Sequence[str]) -> Any:
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title="throughput (msgs/s; deliveries/s for group workloads); best of the rounds")
-    table.add_column("workload")
+    # The heading is a line of its own: as a table title it wraps into the table's width.
+    heading = Text("throughput (msgs/s; deliveries/s for group workloads), best of the rounds", style="bold")
+    table = Table()
+    table.add_column("workload", no_wrap=True)
     for target in targets:
-        table.add_column(target.name, justify="right")
+        table.add_column(target.name, justify="right", overflow="fold")
     if len(targets) > 1:
-        table.add_column(f"{targets[0].name} / peer", justify="right")
+        table.add_column(f"{targets[0].name} / peer", justify="right", overflow="fold")
     by_key = {(r.workload, r.target): r for r in best}
     for workload in workloads:
         row = [workload]
@@ -137,16 +162,19 @@ def render_table(best: Sequence[Result], targets: Sequence[Target], workloads: S
         if len(targets) > 1:
             row.append(_ratios(cells))
         table.add_row(*row)
-    return table
+    return Group(heading, table)
 
 
 def _cell(result: Result | None) -> str:
     if result is None:
         return "-"
     if result.error:
-        if result.error.startswith(NOT_APPLICABLE):
-            return f"[dim]{result.error[:40]}[/dim]"
-        return f"[red]fails: {result.error[:60]}[/red]"
+        from rich.markup import escape  # errors quote brackets ("[Errno 111]") that are not markup
+
+        error = " ".join(result.error.replace("*", "").split())  # one line: peers raise banners
+        if error.startswith(NOT_APPLICABLE):
+            return f"[dim]{escape(error[:40])}[/dim]"
+        return f"[red]fails: {escape(error[:60])}[/red]"
     details = ", ".join(f"{k}={v}" for k, v in result.extra.items() if not isinstance(v, dict))
     return f"{result.rate:,.0f}" + (f"\n[dim]{details}[/dim]" if details else "")
 
@@ -190,18 +218,27 @@ def plot(best: Sequence[Result], targets: Sequence[Target], workloads: Sequence[
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         raise ConfigError("--plot needs matplotlib: pip install matplotlib") from None
     by_key = {(r.workload, r.target): r.rate for r in best}
     width = 0.8 / len(targets)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(workloads)), 4.5))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(workloads) + 2), 5))
     for index, target in enumerate(targets):
         xs = [w + index * width for w in range(len(workloads))]
-        ax.bar(xs, [by_key.get((w, target.name), 0) for w in workloads], width, label=target.name)
-    ax.set_xticks([w + width * (len(targets) - 1) / 2 for w in range(len(workloads))], workloads)
+        rates = [by_key.get((w, target.name), 0) for w in workloads]
+        bars = ax.bar(xs, rates, width, label=target.name)
+        for bar, rate in zip(bars, rates, strict=True):
+            if not rate:  # a failing or not applicable run: say so where its bar would be
+                ax.annotate("-", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom")
+    ax.set_xticks([w + width * (len(targets) - 1) / 2 for w in range(len(workloads))], workloads,
+                  rotation=30 if len(workloads) > 5 else 0, ha="right" if len(workloads) > 5 else "center")
     ax.set_ylabel("messages (deliveries) per second")
-    ax.set_title("channel-layers throughput (best round); a missing bar is a failing run")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
+    ax.set_title("channel-layers throughput, best round\n(a missing bar is a run that failed or does not apply)",
+                 fontsize=11)
+    # Below the axes, so it never covers a bar.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(workloads) > 5 else -0.1),
+              ncol=min(len(targets), 3), frameon=False)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
