@@ -24,6 +24,7 @@ import pytest
 
 from .checks.basics import ApiChecks, MessageChecks, NameChecks
 from .checks.delivery import CancelChecks, DeliveryChecks, ProcessChecks
+from .checks.group_delivery import GroupDeliveryChecks
 from .checks.groups import GroupChecks
 from .checks.lifecycle import CloseChecks, FlushChecks, SyncChecks
 from .checks.limits import CapacityChecks, ExpiryChecks, GroupExpiryChecks
@@ -43,6 +44,7 @@ class ConformanceSuite(
     CapacityChecks,
     ExpiryChecks,
     GroupChecks,
+    GroupDeliveryChecks,
     GroupExpiryChecks,
     FlushChecks,
     CloseChecks,
