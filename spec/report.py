@@ -1,19 +1,29 @@
-"""Per-requirement results: collected from pytest reports, rendered as the conformance report."""
+"""Per-requirement results: collected from pytest reports, rendered as the conformance report (tiers first)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
-from .requirements import requirements
+from .harness import NOT_APPLICABLE, NOT_RUN
+from .requirements import TIER_MEANING, TIERS, requirements, tier_of
 
-__all__ = ["RequirementCollector", "RequirementResult", "TestOutcome", "render", "summarize"]
+__all__ = [
+    "FAIL", "NA", "NOT_RUN_STATUS", "PASS", "SKIP", "UNTESTED", "RequirementCollector", "RequirementResult",
+    "TestOutcome", "render", "summarize", "tier_verdicts",
+]
 
 PASS, FAIL, SKIP = "pass", "FAIL", "skip"
+NA = "n/a"  # the requirement does not apply to this design (a capability it lacks, discovered or declared)
+NOT_RUN_STATUS = "not run"  # it applies, but the suite could not run it here (no second-process target, ...)
 UNTESTED = "untested"  # a requirement of SPEC.md no collected test checks: the suite is incomplete
+DESELECTED = "deselected"  # every test of it was deselected (-k, -m): not part of this run
 NO_REQUIREMENT = "(none)"  # tests without a requirement marker
+#: Longest failure text kept per requirement (the whole first error, e.g. a second process's traceback).
+DETAIL_LIMIT = 3000
 
 
 @dataclass
@@ -35,10 +45,17 @@ class RequirementResult:
     status: str = UNTESTED
     detail: str = ""
     tests: list[TestOutcome] = field(default_factory=list)
+    tier: str = "strict"
 
     @property
     def failed(self) -> bool:
         return self.status in (FAIL, UNTESTED)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "title": self.title, "tier": self.tier, "status": self.status, "detail": self.detail,
+            "tests": [{"name": _short_name(t.nodeid), "status": t.status, "detail": t.detail} for t in self.tests],
+        }
 
 
 class RequirementCollector:
@@ -47,11 +64,15 @@ class RequirementCollector:
     def __init__(self) -> None:
         self.outcomes: dict[str, TestOutcome] = {}
         self._requirement_of: dict[str, str] = {}
+        self.deselected: dict[str, str] = {}
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         for item in items:
-            marker = item.get_closest_marker("requirement")
-            self._requirement_of[item.nodeid] = str(marker.args[0]) if marker and marker.args else NO_REQUIREMENT
+            self._requirement_of[item.nodeid] = _requirement(item)
+
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            self.deselected[item.nodeid] = _requirement(item)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         requirement = self._requirement_of.get(report.nodeid, NO_REQUIREMENT)
@@ -60,12 +81,12 @@ class RequirementCollector:
             return  # the first failure (setup, call or teardown) is the one to show
         if report.failed:
             phase = "" if report.when == "call" else f"[{report.when}] "
-            outcome.status, outcome.detail = FAIL, phase + _failure_line(report)
+            outcome.status, outcome.detail = FAIL, phase + _failure_text(report)
         elif report.skipped:
-            outcome.status, outcome.detail = SKIP, _skip_reason(report)
+            outcome.status, outcome.detail = _skip_status(_skip_reason(report))
 
     def results(self, complete: bool = True) -> dict[str, RequirementResult]:
-        return summarize(self.outcomes.values(), complete)
+        return summarize(self.outcomes.values(), complete, set(self.deselected.values()))
 
     def results_per_suite(self) -> dict[str, dict[str, RequirementResult]]:
         """Results per test class (``path::Class``): one report per layer when several suites ran."""
@@ -75,28 +96,38 @@ class RequirementCollector:
         return {suite: summarize(outcomes, complete=False) for suite, outcomes in suites.items()}
 
 
-def summarize(outcomes: Iterable[TestOutcome], complete: bool = True) -> dict[str, RequirementResult]:
+def _requirement(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("requirement")
+    return str(marker.args[0]) if marker and marker.args else NO_REQUIREMENT
+
+
+def summarize(
+    outcomes: Iterable[TestOutcome], complete: bool = True, deselected: Iterable[str] = ()
+) -> dict[str, RequirementResult]:
     """Fold test outcomes into one result per requirement (unknown ids are reported too).
 
-    ``complete``: list every requirement of SPEC.md, those no test checked as untested (a failure: the whole suite
-    was expected to run); else only the requirements some test checked (a selection ran).
+    ``complete``: list every requirement of SPEC.md; those no test checked are untested (a failure: the whole suite
+    was expected to run), or ``deselected`` when their tests were deselected; else only the requirements some test
+    checked (a selection ran).
     """
     titles = requirements()
     results = {rid: RequirementResult(rid, title) for rid, title in titles.items()} if complete else {}
     for outcome in outcomes:
         title = titles.get(outcome.requirement, "(not in SPEC.md)")
         results.setdefault(outcome.requirement, RequirementResult(outcome.requirement, title)).tests.append(outcome)
+    skipped = set(deselected)
     for result in results.values():
+        result.tier = tier_of(result.id)
         _decide(result)
-    if not complete:
-        order = list(titles)
-        results = dict(sorted(results.items(), key=lambda item: order.index(item[0]) if item[0] in order else 999))
-    return results
+        if result.status == UNTESTED and result.id in skipped:
+            result.status = DESELECTED
+    order = list(titles)
+    return dict(sorted(results.items(), key=lambda item: order.index(item[0]) if item[0] in order else 999))
 
 
 def _decide(result: RequirementResult) -> None:
-    """FAIL if any test failed; pass if any passed; skip (with the first reason) if all were skipped."""
-    for status in (FAIL, PASS, SKIP):
+    """FAIL if any test failed; pass if any passed; else not run, n/a or skip (with the first reason)."""
+    for status in (FAIL, PASS, NOT_RUN_STATUS, SKIP, NA):
         chosen = [test for test in result.tests if test.status == status]
         if chosen:
             result.status = status
@@ -105,41 +136,76 @@ def _decide(result: RequirementResult) -> None:
             return
 
 
+def tier_verdicts(results: dict[str, RequirementResult]) -> dict[str, str]:
+    """Tier -> ``PASS`` or ``FAIL`` (a tier fails when one of its requirements failed or was untested)."""
+    return {
+        tier: "FAIL" if any(r.failed for r in results.values() if r.tier == tier) else "PASS" for tier in TIERS
+    }
+
+
 def render(results: dict[str, RequirementResult]) -> list[str]:
-    """The report lines: one per requirement (a second, indented line for details), then a summary."""
+    """The report lines: the verdict per tier, then the requirements of each tier (a second, indented line for
+    details), then a summary."""
     width = max((len(rid) for rid in results), default=0)
+    verdicts = tier_verdicts(results)
     lines = []
-    for result in results.values():
-        lines.append(f"  {result.status:8} {result.id:{width}}  {result.title}")
-        if result.detail and result.status != PASS:
-            lines.append(f"  {'':8} {'':{width}}  -> {result.detail}")
-    counts = {status: sum(r.status == status for r in results.values()) for status in (PASS, FAIL, SKIP, UNTESTED)}
-    tests = sum(len(r.tests) for r in results.values())
+    for tier in TIERS:
+        rows = [r for r in results.values() if r.tier == tier]
+        if rows:
+            lines.append(f"{tier.capitalize():12} {verdicts[tier]:5} {_counts(rows)}")
+    for tier in TIERS:
+        rows = [r for r in results.values() if r.tier == tier]
+        if not rows:
+            continue
+        lines.append("")
+        lines.append(f"{tier} — {TIER_MEANING[tier]}")
+        for result in rows:
+            lines.append(f"  {result.status:10} {result.id:{width}}  {result.title}")
+            if result.detail and result.status != PASS:
+                shown = result.detail.splitlines() or [""]
+                lines.append(f"  {'':10} {'':{width}}  -> {shown[0]}")
+                lines.extend(f"  {'':10} {'':{width}}     {line}" for line in shown[1:])
     lines.append("")
-    lines.append(
-        f"{len(results)} requirements: {counts[PASS]} pass, {counts[FAIL]} FAIL, {counts[SKIP]} skipped"
-        + (f", {counts[UNTESTED]} untested" if counts[UNTESTED] else "")
-        + f" ({tests} tests)"
-    )
-    failed = [r.id for r in results.values() if r.status == FAIL]
-    untested = [r.id for r in results.values() if r.status == UNTESTED]
-    problems = [f"{label}: {', '.join(ids)}" for label, ids in (("failed", failed), ("untested", untested)) if ids]
-    lines.append(f"Result: FAIL ({'; '.join(problems)})" if problems else "Result: PASS")
+    tests = sum(len(r.tests) for r in results.values())
+    lines.append(f"{len(results)} requirements, {tests} tests: {_counts(list(results.values()))}")
+    failing = {tier: [r.id for r in results.values() if r.tier == tier and r.failed] for tier in TIERS}
+    if not any(failing.values()):
+        lines.append("Result: PASS (every tier)")
+    else:
+        parts = [f"{tier} FAIL ({', '.join(ids)})" for tier, ids in failing.items() if ids]
+        lines.append("Result: " + ("" if failing["core"] else "core PASS; ") + "; ".join(parts))
     return lines
+
+
+def _counts(rows: list[RequirementResult]) -> str:
+    labels = ((PASS, "pass"), (FAIL, "FAIL"), (UNTESTED, "untested"), (NA, "n/a"), (NOT_RUN_STATUS, "not run"),
+              (SKIP, "skipped"), (DESELECTED, "deselected"))
+    parts = [f"{n} {label}" for status, label in labels if (n := sum(r.status == status for r in rows))]
+    return ", ".join(parts) or "nothing"
 
 
 def _short_name(nodeid: str) -> str:
     return nodeid.rsplit("::", 1)[-1]
 
 
-def _failure_line(report: pytest.TestReport) -> str:
+def _failure_text(report: pytest.TestReport) -> str:
+    """The failing test's error: the exception line(s) pytest recorded, whole up to DETAIL_LIMIT."""
     crash = getattr(report.longrepr, "reprcrash", None)
     text = getattr(crash, "message", None) or str(report.longrepr)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "failed"
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    shown = "\n".join(lines) or "failed"
+    return shown if len(shown) <= DETAIL_LIMIT else shown[:DETAIL_LIMIT] + " [...]"
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
-    return reason.removeprefix("Skipped: ")
+    return str(reason).removeprefix("Skipped: ")
+
+
+def _skip_status(reason: str) -> tuple[str, str]:
+    if reason.startswith(NOT_APPLICABLE):
+        return NA, reason.removeprefix(NOT_APPLICABLE)
+    if reason.startswith(NOT_RUN):
+        return NOT_RUN_STATUS, reason.removeprefix(NOT_RUN)
+    return SKIP, reason

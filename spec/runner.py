@@ -1,30 +1,80 @@
-"""Running the suite against a target in-process: ``run_suite`` (results) and ``run_report`` (printed report)."""
+"""Running the suite against a target in-process: ``run_suite`` (structured results) and ``run_report`` (the
+printed report, optionally JSON too).
+
+Before any check the runner makes one layer inside an event loop (a server that cannot be reached is reported
+then, in one line), reads what it declares, discovers whether two instances share state, and confines the run to a
+fresh ``prefix`` when the target takes one, so that ``flush()`` cannot touch what others stored.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import json
+import os
+import shlex
 import sys
 import tempfile
+import threading
 import time
+import traceback
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import pytest
 
 from .harness import Knobs
-from .report import RequirementCollector, RequirementResult, render
+from .report import RequirementCollector, RequirementResult, render, tier_verdicts
+from .requirements import TIERS
 from .suite import ConformanceSuite
 from .target import LayerFactory, describe, make_factory
 
-__all__ = ["SuiteRun", "run_report", "run_suite"]
+__all__ = [
+    "EXIT_STATUSES", "FlushRefused", "SuiteRun", "TargetUnusable", "run_report", "run_suite", "setup_django",
+]
+
+#: Exit statuses of ``python -m spec`` and ``layers check``.
+EXIT_PASS, EXIT_CORE, EXIT_USAGE, EXIT_CRASH, EXIT_RECOMMENDED, EXIT_STRICT, EXIT_UNUSABLE = 0, 1, 2, 3, 4, 5, 6
+EXIT_STATUSES: dict[int, str] = {
+    EXIT_PASS: "every applicable requirement of every tier passed",
+    EXIT_CORE: "a core requirement failed (the layer is broken for Django Channels)",
+    EXIT_USAGE: "bad command line, target, option or knob, or a flush the runner refused; nothing ran",
+    EXIT_CRASH: "the runner itself crashed (pytest stopped abnormally); the report shows what ran",
+    EXIT_RECOMMENDED: "core passed, a recommended requirement failed",
+    EXIT_STRICT: "core and recommended passed, a strict requirement failed",
+    EXIT_UNUSABLE: "no layer could be made or used (e.g. the server is unreachable); nothing ran",
+}
 
 # The generated test module fetches its class from here (pytest imports it in this process).
 _PENDING: list[type] = []
 _MODULE = "from spec.runner import _PENDING\n\nTestTarget = _PENDING[-1]\n"
+#: Default pytest options: native tracebacks (pytest's own formatting re-parses source and can die with
+#: "AST constructor recursion depth mismatch" on CPython 3.11 for long chained tracebacks).
+_PYTEST_DEFAULTS = ["-q", "--tb=native", "-p", "no:cacheprovider", "-p", "no:randomly"]
+
+
+class TargetUnusable(Exception):
+    """No layer could be made from the target, or the first one could not send or receive."""
+
+
+class FlushRefused(ValueError):
+    """The run would flush state the runner cannot confine to itself (and ``--yes-flush`` was not given)."""
+
+
+@dataclass
+class Probe:
+    """What the runner learnt from the first layers it made, before any check."""
+
+    layer_class: type
+    extensions: list[str]
+    has_close: bool
+    spec_knobs: dict[str, Any]
+    shares_state: bool | None = None
+    prefix_accepted: bool = False
 
 
 @dataclass
@@ -37,41 +87,116 @@ class SuiteRun:
     pytest_status: int
     pytest_output: str
     seconds: float
+    notes: list[str] = field(default_factory=list)
+    crash: str | None = None
 
     @property
     def failed(self) -> list[str]:
         return [rid for rid, result in self.results.items() if result.failed]
 
     @property
+    def verdicts(self) -> dict[str, str]:
+        return tier_verdicts(self.results)
+
+    @property
     def exit_code(self) -> int:
-        """0 only when every applicable requirement passed and pytest itself ran normally."""
-        if self.pytest_status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-            return int(self.pytest_status) or 1
-        return 1 if self.failed else 0
+        """See :data:`EXIT_STATUSES`: a crash, else the most fundamental tier that failed, else 0."""
+        if self.crash is not None or self.pytest_status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            return EXIT_CRASH
+        verdicts = self.verdicts
+        for tier, status in zip(TIERS, (EXIT_CORE, EXIT_RECOMMENDED, EXIT_STRICT), strict=True):
+            if verdicts[tier] == "FAIL":
+                return status
+        return EXIT_PASS
+
+    def as_json(self) -> dict[str, Any]:
+        """Everything the report shows, for tools (the compatibility table)."""
+        return {
+            "target": self.target, "knobs": _jsonable(self.knobs.__dict__), "verdicts": self.verdicts,
+            "exit_status": self.exit_code, "exit_meaning": EXIT_STATUSES[self.exit_code], "notes": self.notes,
+            "crash": self.crash, "seconds": round(self.seconds, 1),
+            "requirements": [result.as_json() for result in self.results.values()],
+        }
+
+
+def setup_django(settings: str | None = None) -> bool:
+    """Set ``DJANGO_SETTINGS_MODULE`` (when given) and call ``django.setup()`` when a settings module is known, as
+    layers built on Django's ORM need before they can be imported.  The environment variable is inherited by the
+    second process of R-MULTI-5, which does the same.  Returns whether Django was set up."""
+    if settings:
+        os.environ["DJANGO_SETTINGS_MODULE"] = settings
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return False
+    import django
+
+    django.setup()
+    return True
 
 
 def run_suite(
     target: str | LayerFactory,
     config: Mapping[str, Any] | None = None,
     knobs: Mapping[str, Any] | None = None,
-    pytest_args: Sequence[str] = (),
+    pytest_args: Sequence[str] | str = (),
     live: bool = False,
+    *,
+    yes_flush: bool = False,
+    django_settings: str | None = None,
 ) -> SuiteRun:
-    """Run the whole conformance suite against ``target`` (a layer URL, a dotted class path or a class).
+    """Run the whole conformance suite against ``target``: a layer URL, a dotted path to a layer class or to a
+    factory function (``package.module.make_layer``, called with the options), or such a callable itself.
 
-    ``config`` is passed to every layer (URL: as ``from_url`` overrides; class: as constructor keywords);
-    ``knobs`` override the layer class's ``spec_knobs``.  When the layer shares state and no ``process_target``
-    is given, the target itself (with ``config``) is what the second process of R-MULTI-5 uses.
-    ``live`` lets pytest's own output through (e.g. with ``pytest_args=["-v"]``) instead of capturing it.
+    ``config`` is passed to every layer (URL: as ``from_url`` overrides; class or factory: as keywords);
+    ``knobs`` override the layer class's ``spec_knobs``.  Unless ``yes_flush``, the run works under a fresh
+    ``prefix`` when the target accepts one, and raises :class:`FlushRefused` for a shared-state layer it cannot
+    confine.  When the layer shares state and no ``process_target`` is given, the target itself (with the same
+    options) is what the second process of R-MULTI-5 uses.  ``pytest_args``: extra pytest arguments (a string is
+    split like a shell does); ``live`` lets pytest's own output through instead of capturing it.
+
+    Raises ``ValueError``/``ImportError`` for a bad target or knob, :class:`TargetUnusable` when no layer works.
     """
-    factory = make_factory(target, config)
-    suite_knobs = _knobs_for(target, config, factory, knobs)
-    resolved = Knobs.resolve(getattr(type(factory()), "spec_knobs", None), suite_knobs)
+    setup_django(django_settings)
+    chosen = dict(knobs or {})
+    Knobs.resolve(chosen)  # an unknown knob is an error before anything is made
+    options = dict(config or {})
+    notes: list[str] = []
+    unique = "spec" + uuid.uuid4().hex[:8]
+    probe = _probe(make_factory(target, options), chosen, None if yes_flush else unique)
+    if probe.prefix_accepted:
+        configured = options.get("prefix")
+        options["prefix"] = unique
+        notes.append(
+            f"flush safety: every layer is made with prefix={unique!r}, a fresh prefix of this run"
+            + (f" instead of the configured {configured!r}" if configured is not None else "")
+            + " (--yes-flush uses the configured options as given)"
+        )
+    elif yes_flush:
+        notes.append("flush safety: --yes-flush given: the layers use the configured options and are flushed")
+    elif probe.shares_state and "flush" in probe.extensions:
+        raise FlushRefused(
+            f"{describe(target)} keeps state that other instances share, and it takes no 'prefix' option, so "
+            "this run cannot confine itself: flush() would delete what others stored there. Point it at a server "
+            "or database that holds nothing you need and pass --yes-flush."
+        )
+    factory = make_factory(target, options)
+    suite_knobs = dict(chosen)
+    if probe.shares_state is not None and "shares_state" not in chosen:
+        suite_knobs["shares_state"] = probe.shares_state
+    resolved = Knobs.resolve(probe.spec_knobs, suite_knobs)
+    if resolved.shares_state and not resolved.process_target and isinstance(target, str):
+        suite_knobs["process_target"] = target
+        suite_knobs.setdefault("process_config", options)
+        resolved = Knobs.resolve(probe.spec_knobs, suite_knobs)
+    notes.extend(_capability_notes(probe, resolved, chosen))
     suite = type("TestTarget", (ConformanceSuite,), {"spec_knobs": suite_knobs, "layer_factory": _fixture(factory)})
     collector = RequirementCollector()
+    extra = shlex.split(pytest_args) if isinstance(pytest_args, str) else list(pytest_args)
     started = time.monotonic()
-    status, output = _run_pytest(suite, collector, pytest_args, live)
-    return SuiteRun(describe(target), resolved, collector.results(), status, output, time.monotonic() - started)
+    status, output, crash = _run_pytest(suite, collector, extra, live)
+    results = collector.results(complete=True)
+    if crash is None and status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        crash = f"pytest stopped abnormally (exit status {status})"
+    return SuiteRun(describe(target), resolved, results, status, output, time.monotonic() - started, notes, crash)
 
 
 def run_report(
@@ -79,33 +204,150 @@ def run_report(
     config: Mapping[str, Any] | None = None,
     knobs: Mapping[str, Any] | None = None,
     out: TextIO | None = None,
-    pytest_args: Sequence[str] = (),
+    pytest_args: Sequence[str] | str = (),
     live: bool = False,
+    *,
+    yes_flush: bool = False,
+    django_settings: str | None = None,
+    json_path: str | Path | None = None,
 ) -> int:
-    """Run the suite against ``target``, print the requirement-by-requirement report; return the exit status."""
+    """Run the suite against ``target``, print the report tier by tier; return the exit status
+    (:data:`EXIT_STATUSES`).  ``json_path``: also write the results as JSON there."""
     stream = out or sys.stdout
-    run = run_suite(target, config, knobs, pytest_args, live)
+    run = run_suite(target, config, knobs, pytest_args, live, yes_flush=yes_flush, django_settings=django_settings)
     print(f"Conformance of {run.target} to the channel-layer spec (spec/SPEC.md)", file=stream)
-    print(f"knobs: {run.knobs.describe()}", file=stream)
+    for note in run.notes:
+        print(f"  {note}", file=stream)
+    print(f"  knobs: {run.knobs.describe()}", file=stream)
     print("", file=stream)
     for line in render(run.results):
         print(line, file=stream)
-    print(f"Ran in {run.seconds:.1f}s.", file=stream)
-    if run.pytest_status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
-        print(f"pytest stopped abnormally ({run.pytest_status!r}):\n{run.pytest_output}", file=stream)
+    print(f"Ran in {run.seconds:.1f}s. Exit status {run.exit_code}: {EXIT_STATUSES[run.exit_code]}.", file=stream)
+    if run.crash is not None:
+        print(f"\nTHE RUNNER CRASHED: {run.crash}; requirements it did not reach are shown as untested.\n"
+              f"pytest's output:\n{_tail(run.pytest_output)}", file=stream)
+    if json_path is not None:
+        Path(json_path).write_text(json.dumps(run.as_json(), indent=1) + "\n", encoding="utf-8")
     return run.exit_code
 
 
-def _knobs_for(
-    target: str | LayerFactory, config: Mapping[str, Any] | None, factory: LayerFactory, knobs: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    chosen = dict(knobs or {})
-    declared = Knobs.resolve(getattr(type(factory()), "spec_knobs", None), chosen)
-    if declared.shares_state and "process_target" not in chosen and isinstance(target, str):
-        chosen["process_target"] = target
-        if config:
-            chosen.setdefault("process_config", dict(config))
-    return chosen
+# -- before any check -------------------------------------------------------------------------------------------
+
+
+def _probe(factory: LayerFactory, knobs: Mapping[str, Any], prefix: str | None) -> Probe:
+    """Make a layer inside an event loop (trying ``prefix=`` first when given), read its declarations, and
+    discover whether two instances share state; every instance made is closed."""
+    limits = Knobs.resolve(knobs)
+    result: list[Probe] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(asyncio.run(_probe_on_loop(factory, knobs, prefix, limits)))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=work, name="spec-probe", daemon=True)
+    worker.start()
+    worker.join(4 * limits.timeout)
+    if worker.is_alive():
+        raise TargetUnusable(f"making and using the first layer did not finish within {4 * limits.timeout:g}s")
+    if errors:
+        error = errors[0]
+        if isinstance(error, (TargetUnusable, ValueError, ImportError)):
+            raise error
+        raise TargetUnusable(f"{type(error).__name__}: {error}") from error
+    return result[0]
+
+
+async def _probe_on_loop(
+    factory: LayerFactory, knobs: Mapping[str, Any], prefix: str | None, limits: Knobs
+) -> Probe:
+    made: list[Any] = []
+
+    def make(with_prefix: bool) -> Any:
+        layer = factory(prefix=prefix) if with_prefix else factory()
+        made.append(layer)
+        return layer
+
+    try:
+        accepted = False
+        if prefix is not None:
+            try:
+                layer, accepted = make(True), True
+            except Exception as exc:  # the target takes no prefix option
+                if "prefix" not in str(exc):
+                    raise TargetUnusable(f"making a layer raised {type(exc).__name__}: {exc}") from exc
+                layer = make(False)
+        else:
+            layer = make(False)
+        declared = getattr(layer, "extensions", None)
+        probe = Probe(
+            type(layer), [str(e) for e in declared] if isinstance(declared, (list, tuple)) else [],
+            callable(getattr(layer, "close", None)), dict(getattr(type(layer), "spec_knobs", None) or {}),
+            prefix_accepted=accepted,
+        )
+        declared_knobs = Knobs.resolve(probe.spec_knobs, knobs)
+        if "shares_state" in knobs or "shares_state" in probe.spec_knobs:
+            probe.shares_state = declared_knobs.shares_state
+        else:
+            probe.shares_state = await _shares_state(layer, make(accepted), declared_knobs)
+        return probe
+    finally:
+        for layer in made:
+            close = getattr(layer, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(close(), limits.timeout)
+
+
+async def _shares_state(first: Any, second: Any, knobs: Knobs) -> bool:
+    """Whether a message sent by ``first`` to a named channel reaches a receive already waiting on ``second``."""
+    channel = f"spec.probe.{uuid.uuid4().hex[:12]}"
+    waiting = asyncio.ensure_future(second.receive(channel))
+    try:
+        await asyncio.sleep(knobs.settle)
+        if waiting.done():
+            waiting.result()  # raises what receive() raised
+        try:
+            await asyncio.wait_for(first.send(channel, {"probe": True}), knobs.timeout)
+        except Exception as exc:
+            raise TargetUnusable(f"the first send failed: {type(exc).__name__}: {exc}") from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(waiting), max(2.0, 4 * knobs.settle))
+        except asyncio.TimeoutError:
+            return False
+        except Exception as exc:
+            raise TargetUnusable(f"the first receive failed: {type(exc).__name__}: {exc}") from exc
+        return True
+    finally:
+        waiting.cancel()
+        with contextlib.suppress(BaseException):
+            await waiting
+
+
+def _capability_notes(probe: Probe, knobs: Knobs, chosen: Mapping[str, Any]) -> list[str]:
+    notes = [
+        f"layer class: {probe.layer_class.__module__}.{probe.layer_class.__qualname__}; "
+        f"extensions={probe.extensions!r}; close(): "
+        + ("present" if probe.has_close else "absent, so R-CLOSE-* are not applicable"),
+    ]
+    source = "declared" if "shares_state" in chosen or "shares_state" in probe.spec_knobs else "discovered"
+    if knobs.shares_state:
+        notes.append(f"shared state: {source} (two instances see one named channel); cross-process checks run")
+        if not knobs.process_target:
+            notes.append("NOT RUN: the requirements needing a second OS process (R-MULTI-5): no process_target "
+                         "(give --knob process_target=URL-or-dotted-path)")
+    else:
+        notes.append(f"shared state: none ({source}: two instances do not see each other's named channels), so "
+                     "the cross-process requirements (R-MULTI-*, R-FLUSH-3) are not applicable; if that is wrong, "
+                     "give --knob shares_state=true")
+    if knobs.lacks:
+        notes.append(f"declared lacking (knob lacks): {', '.join(knobs.lacks)}")
+    return notes
+
+
+# -- pytest -----------------------------------------------------------------------------------------------------
 
 
 def _fixture(factory: LayerFactory) -> Any:
@@ -115,20 +357,40 @@ def _fixture(factory: LayerFactory) -> Any:
     return pytest.fixture(layer_factory)
 
 
-def _run_pytest(suite: type, collector: RequirementCollector, extra: Sequence[str], live: bool) -> tuple[int, str]:
-    """Run ``suite`` with pytest in this process, its terminal output captured unless ``live``."""
+def _run_pytest(
+    suite: type, collector: RequirementCollector, extra: Sequence[str], live: bool
+) -> tuple[int, str, str | None]:
+    """Run ``suite`` with pytest in this process, its terminal output captured unless ``live``; a crash of pytest
+    itself is returned as text, never raised, so a report is always printed."""
     _PENDING.append(suite)
     output = io.StringIO()
+    crash: str | None = None
+    status = int(pytest.ExitCode.INTERNAL_ERROR)
     try:
         with tempfile.TemporaryDirectory(prefix="layers-spec-") as tmp:
             # A new module name per run: pytest caches imported test modules by name within a process.
             module = Path(tmp) / f"test_conformance_{uuid.uuid4().hex[:12]}.py"
             module.write_text(_MODULE)
             (Path(tmp) / "pytest.ini").write_text("[pytest]\n")
-            args = [str(module), "-q", "-p", "no:cacheprovider", "--import-mode=importlib", f"--rootdir={tmp}",
+            args = [str(module), *_PYTEST_DEFAULTS, "--import-mode=importlib", f"--rootdir={tmp}",
                     "-c", str(Path(tmp) / "pytest.ini"), *extra]
             with contextlib.redirect_stdout(sys.stdout if live else output):
-                status = pytest.main(args, plugins=[collector])
+                status = int(pytest.main(args, plugins=[collector]))
+    except Exception as exc:  # pytest itself failed: keep what was collected
+        crash = f"{type(exc).__name__}: {exc}\n{''.join(traceback.format_exception(exc, limit=-5))}"
     finally:
         _PENDING.remove(suite)
-    return int(status), output.getvalue()
+    return status, output.getvalue(), crash
+
+
+def _tail(text: str, lines: int = 40) -> str:
+    kept = text.rstrip().splitlines()[-lines:]
+    return "\n".join(kept) or "(no output)"
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except TypeError:
+        return json.loads(json.dumps(value, default=lambda o: list(o) if isinstance(o, (tuple, set)) else repr(o)))
+    return value

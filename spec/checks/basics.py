@@ -18,11 +18,14 @@ NAME_CHARS = string.ascii_letters + string.digits + "-_."
 
 # Refused everywhere a name goes; ordered so the first failure says the most.
 BAD_NAMES: list[Any] = [
-    "", " ", "has space", "tab\tname", "trailing\n", "line\nbreak", "ünïcode", "semi;colon", "slash/name",
+    "", " ", "has space", "tab\tname", "line\nbreak", "ünïcode", "semi;colon", "slash/name",
     "star*", "a" * 100, 42, None, b"bytes", ["list"],
 ]
-BAD_CHANNELS = [*BAD_NAMES, "!leading", "two!bang!s", "local!sp ace", "local!ünï"]
+BAD_CHANNELS = [*BAD_NAMES, "!leading", "two!bang!s", "local!sp ace"]
 BAD_GROUPS = [*BAD_NAMES, "group!local", "group!"]
+#: Refused by the exact rules (R-NAMES-5) but let through by the usual regular expressions.
+PRECISE_CHANNELS = ["trailing\n", "local!trailing\n", "local!ünï"]
+PRECISE_GROUPS = ["trailing\n"]
 
 ROUND_TRIP: dict[str, Any] = {
     "none": None, "true": True, "false": False, "zero": 0, "int_min": -(2**63), "int_max": 2**63 - 1,
@@ -58,37 +61,26 @@ class NameChecks:
         """R-NAMES-1: every valid name (all allowed characters, 99 characters, local channels) works."""
         layer = await harness.layer()
         longest = ("n." + NAME_CHARS * 2)[:99]
-        local = await layer.new_channel()
-        for channel in (longest, "a", "A-b_c.9", local, local[: local.index("!") + 1]):
-            await layer.send(channel, {"to": channel})
-            same(await harness.receive(layer, channel), {"to": channel}, f"message on {channel!r}")
+        local = await harness.new_channel(layer)
+        for channel in (longest, "a", "A-b_c.9", local, harness.non_local(local)):
+            same(await harness.deliver(layer, channel, {"to": channel}), {"to": channel}, f"message on {channel!r}")
         if "groups" in harness.extensions:
             group = ("g." + NAME_CHARS * 2)[:99]
-            await layer.group_add(group, longest)
+            await layer.group_add(group, local)
+            waiting = harness.reader(layer, local)
             await layer.group_send(group, {"group": group})
-            same(await harness.receive(layer, longest), {"group": group})
-            await layer.group_discard(group, longest)
+            same((await waiting)[0], {"group": group}, f"group message from the 99-character group on {local!r}")
+            await layer.group_discard(group, local)
 
     @check("R-NAMES-2")
     async def test_r_names_2_invalid_channel_names_refused(self, harness: Harness) -> None:
         """R-NAMES-2: send, receive, group_add and group_discard refuse bad channel names with TypeError."""
-        layer = await harness.layer()
-        groups = "groups" in harness.extensions
-        for name in BAD_CHANNELS:
-            await refused(layer.send(name, {"x": 1}), f"send({name!r})")
-            await refused(layer.receive(name), f"receive({name!r})", wait=harness.knobs.settle)
-            if groups:
-                await refused(layer.group_add("spec.names", name), f"group_add('spec.names', {name!r})")
-                await refused(layer.group_discard("spec.names", name), f"group_discard('spec.names', {name!r})")
+        await _names_refused(harness, await harness.layer(), BAD_CHANNELS, [])
 
     @check("R-NAMES-3", "groups")
     async def test_r_names_3_invalid_group_names_refused(self, harness: Harness) -> None:
         """R-NAMES-3: group_add, group_discard and group_send refuse bad group names with TypeError."""
-        layer = await harness.layer()
-        for name in BAD_GROUPS:
-            await refused(layer.group_add(name, "spec.member"), f"group_add({name!r}, 'spec.member')")
-            await refused(layer.group_discard(name, "spec.member"), f"group_discard({name!r}, 'spec.member')")
-            await refused(layer.group_send(name, {"x": 1}), f"group_send({name!r})")
+        await _names_refused(harness, await harness.layer(), [], BAD_GROUPS)
 
     @check("R-NAMES-4")
     async def test_r_names_4_errors_name_the_value(self, harness: Harness) -> None:
@@ -100,12 +92,35 @@ class NameChecks:
                 error = await refused(getattr(layer, what)(name, {}), f"{what}({name!r})")
                 assert repr(name) in str(error), f"{what}({name!r}) raised {error!r}, which does not name {name!r}"
 
+    @check("R-NAMES-5")
+    async def test_r_names_5_name_rules_are_exact(self, harness: Harness) -> None:
+        """R-NAMES-5: a trailing newline, and non-ASCII letters after '!', are refused too."""
+        groups = PRECISE_GROUPS if "groups" in harness.extensions else []
+        await _names_refused(harness, await harness.layer(), PRECISE_CHANNELS, groups)
+
+
+async def _names_refused(harness: Harness, layer: Any, channels: list[Any], groups: list[Any]) -> None:
+    """Every call taking a channel name refuses each of ``channels`` (group calls only with the extension), and
+    every group call refuses each of ``groups``, with TypeError."""
+    with_groups = "groups" in harness.extensions
+    for name in channels:
+        await refused(layer.send(name, {"x": 1}), f"send({name!r})")
+        await refused(layer.receive(name), f"receive({name!r})", wait=harness.knobs.settle)
+        if with_groups:
+            await refused(layer.group_add("spec.names", name), f"group_add('spec.names', {name!r})")
+            await refused(layer.group_discard("spec.names", name), f"group_discard('spec.names', {name!r})")
+    for name in groups:
+        await refused(layer.group_add(name, "spec.member"), f"group_add({name!r}, 'spec.member')")
+        await refused(layer.group_discard(name, "spec.member"), f"group_discard({name!r}, 'spec.member')")
+        await refused(layer.group_send(name, {"x": 1}), f"group_send({name!r})")
+
 
 class MessageChecks:
     async def _refuses_messages(self, harness: Harness, messages: list[Any], check_text: bool) -> None:
-        """Every message is refused with TypeError by send and group_send, and nothing is stored."""
+        """Every message is refused with TypeError by send and group_send, and nothing is stored.  The vehicle is a
+        process-local channel (its messages wait for a receive on every layer), a group member with ``groups``."""
         layer = await harness.layer()
-        channel = harness.name("msg")
+        channel = await harness.new_channel(layer)
         group = harness.name("msg-group")
         groups = "groups" in harness.extensions
         if groups:
@@ -134,16 +149,15 @@ class MessageChecks:
         """R-MSG-2: every serializable value comes back equal and of the same type; bytes and str stay apart."""
         layer = await harness.layer()
         channel = await harness.channel(layer, kind)
-        await layer.send(channel, copy.deepcopy(ROUND_TRIP))
-        same(await harness.receive(layer, channel), ROUND_TRIP)
+        same(await harness.deliver(layer, channel, copy.deepcopy(ROUND_TRIP)), ROUND_TRIP)
 
     @check("R-MSG-3")
     async def test_r_msg_3_tuples_become_lists(self, harness: Harness) -> None:
         """R-MSG-3: tuples, at any depth, are received as lists."""
         layer = await harness.layer()
-        channel = harness.name("tuples")
-        await layer.send(channel, {"t": (1, "a", (2, b"b")), "in_list": [(), (None,)]})
-        same(await harness.receive(layer, channel), {"t": [1, "a", [2, b"b"]], "in_list": [[], [None]]})
+        channel = await harness.new_channel(layer)
+        await layer.send(channel, {"t": (1, "a", (2, "b")), "in_list": [(), (None,)]})
+        same(await harness.receive(layer, channel), {"t": [1, "a", [2, "b"]], "in_list": [[], [None]]})
 
     @check("R-MSG-4")
     async def test_r_msg_4_unserializable_refused(self, harness: Harness) -> None:
@@ -158,12 +172,12 @@ class MessageChecks:
         limit = harness.knobs.max_message_size
         too_large = getattr(layer, "MessageTooLarge", None)
         assert isinstance(too_large, type), "the layer has no MessageTooLarge exception class"
-        channel = harness.name("size")
-        half = {"blob": b"\x01" * (limit // 2)}
+        channel = await harness.new_channel(layer)
+        half = {"blob": "x" * (limit // 2)}
         await layer.send(channel, half)
         same(await harness.receive(layer, channel), half, "the half-limit message")
         with pytest.raises(too_large):
-            await layer.send(channel, {"blob": b"\x01" * (limit + 1)})
+            await layer.send(channel, {"blob": "x" * (limit + 1)})
         await layer.send(channel, {"marker": True})
         same(await harness.receive(layer, channel), {"marker": True}, "the first message after the oversize one")
 
@@ -171,8 +185,8 @@ class MessageChecks:
     async def test_r_msg_6_sender_dict_untouched(self, harness: Harness) -> None:
         """R-MSG-6: send/group_send never modify the dict; modifying it afterwards changes nothing received."""
         layer = await harness.layer()
-        first, second = harness.name("copy-a"), harness.name("copy-b")
-        original = {"list": [1, 2], "nested": {"k": "v"}, "bytes": b"b"}
+        first, second = await harness.new_channel(layer), await harness.new_channel(layer)
+        original = {"list": [1, 2], "nested": {"k": "v"}, "text": "t"}
         message = copy.deepcopy(original)
         await layer.send(first, message)
         assert message == original, f"send modified the sender's dict: {message!r}"
@@ -195,11 +209,10 @@ class MessageChecks:
         """R-MSG-7: messages without a ``type`` key (even ``{}``) are delivered as sent."""
         layer = await harness.layer()
         channel = harness.name("untyped")
-        local = await layer.new_channel()
+        local = await harness.new_channel(layer)
         for message in ({}, {"text": "hi"}, {"type": "chat.message", "text": "typed"}):
             for target in (channel, local):
-                await layer.send(target, copy.deepcopy(message))
-                same(await harness.receive(layer, target), message, f"message on {target!r}")
+                same(await harness.deliver(layer, target, copy.deepcopy(message)), message, f"message on {target!r}")
         await nothing_on(harness, layer, [channel, local])
 
 

@@ -36,6 +36,7 @@ async def competing_receivers(
                 all_in.set()
 
     tasks = [asyncio.create_task(consume(layer)) for layer in receivers for _ in range(2)]
+    await harness.listening(channel)
     try:
         for message in numbered(count):
             await senders[message["i"] % len(senders)].send(channel, message)
@@ -66,9 +67,10 @@ class DeliveryChecks:
         """R-DELIV-2: 200 messages from one writer arrive at one concurrent reader in order."""
         layer = await harness.layer(capacity=ROOMY)
         channel = await harness.channel(layer, kind)
-        writer = asyncio.create_task(_paced_writer(harness, layer, channel, 200))
-        received = [message["i"] for message in await harness.receive_many(layer, channel, 200)]
-        await writer
+        reader = harness.reader(layer, channel, 200)
+        await harness.listening(channel)
+        await _paced_writer(harness, layer, channel, 200)
+        received = [message["i"] for message in await reader]
         assert received == list(range(200)), f"out of order: {_first_disorder(received)}"
 
     @KINDS
@@ -89,12 +91,14 @@ class DeliveryChecks:
         """R-DELIV-4: similar names (a / a.b, x! / x!y, sibling local channels) never see each other's messages."""
         layer = await harness.layer()
         base = harness.name("sep")
-        local_a, local_b = await layer.new_channel(), await layer.new_channel()
-        channels = [base, base + ".b", local_a, local_b, local_a[: local_a.index("!") + 1]]
+        local_a, local_b = await harness.new_channel(layer), await harness.new_channel(layer)
+        channels = [base, base + ".b", local_a, local_b, harness.non_local(local_a)]
+        readers = [harness.reader(layer, channel) for channel in channels]  # waiting: no backlog needed
+        await harness.listening(*channels)
         for channel in channels:
             await layer.send(channel, {"to": channel})
-        for channel in reversed(channels):
-            same(await harness.receive(layer, channel), {"to": channel}, f"message on {channel!r}")
+        for channel, received in zip(channels, await asyncio.gather(*readers), strict=True):
+            same(received, [{"to": channel}], f"message on {channel!r}")
         await nothing_on(harness, layer, channels)
 
 
@@ -104,10 +108,14 @@ class ProcessChecks:
         """R-PROC-1: new_channel(prefix) is 'prefix.' + ... + '!' + local part, valid, and usable."""
         layer = await harness.layer()
         for prefix, name in (("specific", await layer.new_channel()), ("chat", await layer.new_channel("chat"))):
-            assert isinstance(name, str) and len(name) < 100 and LOCAL_NAME.fullmatch(name), (
-                f"new_channel() returned {name!r}, not a valid process-local channel name"
+            call = "new_channel()" if prefix == "specific" else f"new_channel({prefix!r})"
+            assert isinstance(name, str), f"{call} returned {type(name).__name__} {name!r}, not a str"
+            assert "!" in name, f"{call} returned {name!r} without '!'"
+            assert len(name) < 100 and LOCAL_NAME.fullmatch(name), (
+                f"{call} returned {name!r}, not a valid process-local channel name (one '!' between non-empty "
+                "parts of ASCII letters, digits, '-', '_', '.'; under 100 characters)"
             )
-            assert name.startswith(prefix + "."), f"new_channel({prefix!r}) returned {name!r}"
+            assert name.startswith(prefix + "."), f"{call} returned {name!r}, not starting with {prefix + '.'!r}"
             await layer.send(name, {"to": name})
             same(await harness.receive(layer, name), {"to": name})
 
@@ -123,7 +131,7 @@ class ProcessChecks:
     async def test_r_proc_3_sent_before_first_receive(self, harness: Harness) -> None:
         """R-PROC-3: messages sent to a new local channel before any receive are delivered in order."""
         layer = await harness.layer()
-        channel = await layer.new_channel()
+        channel = await harness.new_channel(layer)
         await send_numbered(layer, channel, 5)
         same(await harness.receive_many(layer, channel, 5), numbered(5))
 
@@ -131,7 +139,7 @@ class ProcessChecks:
     async def test_r_proc_4_demultiplexing(self, harness: Harness) -> None:
         """R-PROC-4: ten local channels, interleaved sends, concurrent receivers: each gets only its own, in order."""
         layer = await harness.layer()
-        channels = [await layer.new_channel() for _ in range(10)]
+        channels = [await harness.new_channel(layer) for _ in range(10)]
         schedule = [(channel, i) for i in range(8) for channel in channels]  # 80 < the default capacity 100
         await _send_schedule(layer, schedule[:40])
         readers = [asyncio.create_task(harness.receive_many(layer, channel, 8)) for channel in channels]
@@ -147,6 +155,8 @@ class CancelChecks:
     @check("R-CANCEL-1")
     async def test_r_cancel_1_cancelled_receive_takes_nothing(self, harness: Harness, kind: str) -> None:
         """R-CANCEL-1: receives cancelled before or right after a send never swallow the message."""
+        if kind == "named":  # sends while no receive is pending: they must wait on the channel
+            harness.require("named_backlog")
         layer = await harness.layer()
         channel = await harness.channel(layer, kind)
         for i in range(30):
@@ -170,6 +180,8 @@ class CancelChecks:
     @check("R-CANCEL-2")
     async def test_r_cancel_2_cancellation_storm(self, harness: Harness, kind: str) -> None:
         """R-CANCEL-2: 300 messages flow while hundreds of receives are cancelled: none lost, none doubled, in order."""
+        if kind == "named":  # sends while no receive is pending: they must wait on the channel
+            harness.require("named_backlog")
         layer = await harness.layer(capacity=ROOMY)
         channel = await harness.channel(layer, kind)
         writer = asyncio.create_task(_paced_writer(harness, layer, channel, 300, pause=0.002))
@@ -193,6 +205,8 @@ class CancelChecks:
     @check("R-CANCEL-3")
     async def test_r_cancel_3_polling_with_timeouts(self, harness: Harness, kind: str) -> None:
         """R-CANCEL-3: ``wait_for(receive(), short)`` in a loop gets every message once, in order."""
+        if kind == "named":  # sends while no receive is pending: they must wait on the channel
+            harness.require("named_backlog")
         layer = await harness.layer(capacity=ROOMY)
         channel = await harness.channel(layer, kind)
         writer = asyncio.create_task(_paced_writer(harness, layer, channel, 100, pause=0.005))

@@ -16,35 +16,40 @@ class GroupChecks:
         """R-GROUP-1: named and local members each get one copy of five group messages, in order."""
         layer = await harness.layer()
         group = harness.name("group")
-        members = [harness.name("member"), harness.name("member"), await layer.new_channel(), await layer.new_channel()]
+        members = [harness.name("member"), harness.name("member"),
+                   await harness.new_channel(layer), await harness.new_channel(layer)]
         for channel in members:
             await layer.group_add(group, channel)
+        readers = [harness.reader(layer, channel, 5) for channel in members]  # named members need no backlog
+        await harness.listening(*members)
         for message in numbered(5):
             await layer.group_send(group, message)
-        for channel in members:
-            same(await harness.receive_many(layer, channel, 5), numbered(5), f"group messages on {channel!r}")
+        for channel, received in zip(members, await asyncio.gather(*readers), strict=True):
+            same(received, numbered(5), f"group messages on {channel!r}")
         await nothing_on(harness, layer, members, "one copy per member per group_send")
 
     @check("R-GROUP-2", "groups")
     async def test_r_group_2_discard(self, harness: Harness) -> None:
         """R-GROUP-2: a discarded member gets nothing more; discarding non-members or from unknown groups is fine."""
         layer = await harness.layer()
-        group, gone, stays = harness.name("group"), await layer.new_channel(), harness.name("member")
+        group, gone, stays = harness.name("group"), await harness.new_channel(layer), harness.name("member")
         for channel in (gone, stays):
             await layer.group_add(group, channel)
         await layer.group_discard(group, gone)
         await layer.group_discard(group, gone)
         await layer.group_discard(group, harness.name("never-added"))
         await layer.group_discard(harness.name("no-such-group"), stays)
+        waiting = harness.reader(layer, stays)
+        await harness.listening(stays)
         await layer.group_send(group, {"after": "discard"})
-        same(await harness.receive(layer, stays), {"after": "discard"})
+        same((await waiting)[0], {"after": "discard"})
         await harness.expect_nothing(layer, gone, "it was discarded from the group")
 
     @check("R-GROUP-3", "groups")
     async def test_r_group_3_empty_groups_and_repeated_adds(self, harness: Harness) -> None:
         """R-GROUP-3: sending to unknown or emptied groups is fine; a channel added twice gets one copy."""
         layer = await harness.layer()
-        group, channel = harness.name("group"), harness.name("member")
+        group, channel = harness.name("group"), await harness.new_channel(layer)
         await layer.group_send(harness.name("no-such-group"), {"to": "nobody"})
         await layer.group_add(group, channel)
         await layer.group_discard(group, channel)
@@ -56,12 +61,12 @@ class GroupChecks:
         same(await harness.receive(layer, channel), {"once": True})
         await harness.expect_nothing(layer, channel, "a channel added twice is a member once")
 
-    @check("R-GROUP-4", "groups")
+    @check("R-GROUP-4", "groups", "capacity", "named_backlog")
     async def test_r_group_4_full_members_skipped_not_raised(self, harness: Harness) -> None:
         """R-GROUP-4: group_send skips a full member without raising; the other members still get the message."""
         layer = await harness.layer(capacity=1)
         group, full, free = harness.name("group"), harness.name("full"), harness.name("free")
-        local = await layer.new_channel()
+        local = await harness.new_channel(layer)
         await layer.send(full, {"already": "here"})
         for channel in (full, free, local):
             await layer.group_add(group, channel)
@@ -81,7 +86,7 @@ class GroupChecks:
         """R-GROUP-5: three local channels of one process each get every group message once, as their own copy."""
         layer = await harness.layer()
         group = harness.name("group")
-        members = [await layer.new_channel() for _ in range(3)]
+        members = [await harness.new_channel(layer) for _ in range(3)]
         for channel in members:
             await layer.group_add(group, channel)
         for i in range(3):
@@ -98,7 +103,7 @@ class GroupChecks:
     async def test_r_group_6_channel_in_many_groups(self, harness: Harness) -> None:
         """R-GROUP-6: a channel in three groups gets one copy per group_send to each group."""
         layer = await harness.layer()
-        channel = await layer.new_channel()
+        channel = await harness.new_channel(layer)
         groups = [harness.name("group") for _ in range(3)]
         for group in groups:
             await layer.group_add(group, channel)

@@ -27,16 +27,18 @@ async def _send_after_expiry(harness: Harness, layer: Any, channel: str, message
 
 class CapacityChecks:
     @KINDS
-    @check("R-CAP-1")
+    @check("R-CAP-1", "capacity")
     async def test_r_cap_1_channel_full_exactly_when_full(self, harness: Harness, kind: str) -> None:
         """R-CAP-1: with capacity=3 three sends succeed, the fourth raises ChannelFull and is not stored."""
+        if kind == "named":
+            harness.require("named_backlog")
         layer = await harness.layer(capacity=3)
         channel = await harness.channel(layer, kind)
         await assert_capacity(layer, channel, 3)
         same(await harness.receive_many(layer, channel, 3), numbered(3), "the stored messages")
         await harness.expect_nothing(layer, channel, "the refused message was stored")
 
-    @check("R-CAP-2")
+    @check("R-CAP-2", "capacity", "named_backlog")
     async def test_r_cap_2_channel_capacity_patterns(self, harness: Harness) -> None:
         """R-CAP-2: glob and compiled-regex channel_capacity patterns apply, first match wins, else capacity."""
         token = uuid.uuid4().hex[:8]
@@ -56,27 +58,29 @@ class CapacityChecks:
         for channel, capacity in expected.items():
             await assert_capacity(layer, channel, capacity)
 
-    @check("R-CAP-3")
+    @check("R-CAP-3", "capacity")
     async def test_r_cap_3_local_channels_share_process_capacity(self, harness: Harness) -> None:
         """R-CAP-3: local channels of one process share one capacity; patterns match the non-local part."""
         layer = await harness.layer(capacity=3)
         tight = await harness.layer(capacity=5, channel_capacity={"tight.*!": 2})
-        first, second = await layer.new_channel(), await layer.new_channel()
+        first, second = await harness.new_channel(layer), await harness.new_channel(layer)
         await send_numbered(layer, first, 2)
         await layer.send(second, {"i": 2})
         await expect_full(layer, layer.send(second, {"i": 3}), "a 4th send to the process (capacity 3)")
         await expect_full(layer, layer.send(first, {"i": 3}), "a 4th send to the process (capacity 3)")
         same(await harness.receive_many(layer, first, 2), numbered(2))
         same(await harness.receive(layer, second), {"i": 2})
-        third, fourth = await tight.new_channel("tight"), await tight.new_channel("tight")
+        third, fourth = await harness.new_channel(tight, "tight"), await harness.new_channel(tight, "tight")
         await tight.send(third, {"i": 0})
         await tight.send(fourth, {"i": 1})
         await expect_full(tight, tight.send(third, {"i": 2}), "a 3rd send to a process matching 'tight.*!' (2)")
 
     @KINDS
-    @check("R-CAP-4")
+    @check("R-CAP-4", "capacity")
     async def test_r_cap_4_receive_makes_room(self, harness: Harness, kind: str) -> None:
         """R-CAP-4: after receiving from a full channel another send fits; exactly one on a named channel."""
+        if kind == "named":
+            harness.require("named_backlog")
         layer = await harness.layer(capacity=2)
         channel = await harness.channel(layer, kind)
         await assert_capacity(layer, channel, 2)
@@ -92,7 +96,9 @@ class ExpiryChecks:
     @check("R-EXP-1")
     async def test_r_exp_1_expired_never_delivered(self, harness: Harness, kind: str) -> None:
         """R-EXP-1: a message left unread past ``expiry`` is never received; a later one is."""
-        expiry = harness.knobs.min_expiry
+        if kind == "named":  # the expiring message waits on the channel, unread
+            harness.require("named_backlog")
+        expiry = harness.expiry()
         layer = await harness.layer(expiry=expiry)
         channel = await harness.channel(layer, kind)
         await layer.send(channel, {"old": True})
@@ -101,10 +107,12 @@ class ExpiryChecks:
         await harness.expect_nothing(layer, channel, "an expired message was delivered")
 
     @KINDS
-    @check("R-EXP-2")
+    @check("R-EXP-2", "capacity")
     async def test_r_exp_2_expired_messages_free_capacity(self, harness: Harness, kind: str) -> None:
         """R-EXP-2: a channel full of expired messages accepts new sends."""
-        expiry = harness.knobs.min_expiry
+        if kind == "named":
+            harness.require("named_backlog")
+        expiry = harness.expiry()
         layer = await harness.layer(expiry=expiry, capacity=2)
         channel = await harness.channel(layer, kind)
         await send_numbered(layer, channel, 2)
@@ -120,24 +128,25 @@ class GroupExpiryChecks:
     @check("R-GEXP-1", "groups")
     async def test_r_gexp_1_membership_lapses(self, harness: Harness) -> None:
         """R-GEXP-1: a member is no longer sent to ``group_expiry`` seconds after its group_add."""
-        expiry = harness.knobs.min_expiry
+        expiry = harness.expiry()
         layer = await harness.layer(group_expiry=expiry)
-        group, named, local = harness.name("gexp"), harness.name("gexp-member"), await layer.new_channel()
-        for channel in (named, local):
+        group, named, local = harness.name("gexp"), harness.name("gexp-member"), await harness.new_channel(layer)
+        members = [named, local] if harness.can("named_backlog") else [local]
+        for channel in members:
             await layer.group_add(group, channel)
         await layer.group_send(group, {"while": "member"})
-        for channel in (named, local):
+        for channel in members:
             same(await harness.receive(layer, channel), {"while": "member"})
         await harness.outlive(expiry)
         await layer.group_send(group, {"after": "expiry"})
-        await nothing_on(harness, layer, [named, local], "the membership should have lapsed")
+        await nothing_on(harness, layer, members, "the membership should have lapsed")
 
     @check("R-GEXP-2", "groups")
     async def test_r_gexp_2_adding_again_refreshes(self, harness: Harness) -> None:
         """R-GEXP-2: a second group_add restarts the period: still a member 1.2 periods after the first add."""
-        expiry = 4 * harness.knobs.min_expiry  # margins: 0.2 periods after the first lapse, 0.4 before the second
+        expiry = harness.expiry(4)  # margins: 0.2 periods after the first lapse, 0.4 before the second
         layer = await harness.layer(group_expiry=expiry)
-        group, channel = harness.name("gexp"), harness.name("gexp-member")
+        group, channel = harness.name("gexp"), await harness.new_channel(layer)
         await layer.group_add(group, channel)
         await asyncio.sleep(0.6 * expiry)
         await layer.group_add(group, channel)
