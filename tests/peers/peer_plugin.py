@@ -265,11 +265,24 @@ def _clean_up() -> None:
     elif BACKEND == "amqp" and _prefixes_used:
         from layers_amqp import AMQPChannelLayer
 
-        async def flush_all() -> None:
+        async def flush_all() -> list[str]:
+            registries = []
             for prefix in sorted(_prefixes_used):
                 layer = AMQPChannelLayer(AMQP_URL, prefix=prefix)
                 with contextlib.suppress(Exception):
                     await layer.flush()
                 await layer.close()
+                registries.append(layer.topology.registry)
+            return registries
 
-        asyncio.run(flush_all())
+        # flush() empties the prefix's queues but keeps its (empty) registry queue, which lives for days
+        import pika
+
+        registries = asyncio.run(flush_all())
+        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        try:
+            channel = connection.channel()
+            for registry in registries:
+                channel.queue_delete(registry)
+        finally:
+            connection.close()
