@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -24,6 +25,10 @@ __all__ = ["ClusterShard"]
 
 T = TypeVar("T")
 
+# Pipeline results that mean the slot map may be stale (a master died, or its replica is taking over).
+_STALE_TOPOLOGY = (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, rex.SlotNotCoveredError)
+_REFRESH_EVERY = 0.1  # seconds: at most one slot-map refresh per interval, however many sends fail
+
 
 class ClusterShard(Shard):
     def __init__(self, spec: HostSpec, timeout: float, max_connections: int) -> None:
@@ -34,6 +39,7 @@ class ClusterShard(Shard):
         self._command_slots = asyncio.Semaphore(max_connections)
         self._blocking_slots = asyncio.Semaphore(max_connections)
         self._has_blmpop: bool | None = None  # learned on first use (BLMPOP needs Redis 7)
+        self._refreshed_at = 0.0
 
     def _client(self, timeout: float | None) -> RedisCluster:
         nodes = [ClusterNode(host, port) for host, port in self.spec.nodes]
@@ -81,16 +87,44 @@ class ClusterShard(Shard):
         pipe = self.commands.pipeline(transaction=False)
         for script, keys, args in calls:
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        return list(await pipe.execute(raise_on_error=False))
+        try:
+            results = list(await pipe.execute(raise_on_error=False))
+        except _STALE_TOPOLOGY:
+            await self._refresh_topology()
+            raise
+        if any(isinstance(result, _STALE_TOPOLOGY) for result in results):
+            await self._refresh_topology()
+        return results
+
+    async def _refresh_topology(self) -> None:
+        """Re-read the slot map.  redis-py does so after a single command fails on a connection, not after a
+        pipeline does (without retries it neither re-reads nor marks the map stale): sends kept going to a dead
+        master for good after its replica had taken over its slots."""
+        now = asyncio.get_running_loop().time()
+        if now - self._refreshed_at < _REFRESH_EVERY:
+            return
+        self._refreshed_at = now
+        with contextlib.suppress(*UNAVAILABLE, rex.RedisClusterException):  # the next failed send tries again
+            await asyncio.wait_for(self.commands.nodes_manager.initialize(), self.timeout)
 
     async def pop(self, queue_key: str, readers_key: str, limit: int, timeout: float) -> list[bytes]:
-        try:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout + self.timeout
+        while True:
             call = self._blmpop if self._has_blmpop is not False else self._blpop
-            return await asyncio.wait_for(
-                self._slotted(self._blocking_slots, lambda: call(queue_key, limit, max(timeout, 0.01))),
-                timeout + self.timeout)
-        except UNAVAILABLE as exc:
-            raise self.unavailable("pop", exc) from exc
+            try:
+                return await asyncio.wait_for(
+                    self._slotted(self._blocking_slots, functools.partial(call, queue_key, limit, max(timeout, 0.01))),
+                    timeout + self.timeout)
+            except _STALE_TOPOLOGY as exc:
+                # The node is gone or the cluster is failing over: look again at a steady pace until the pop's
+                # own time is up, instead of failing at once into the receive loop's growing back-off (which
+                # left readers up to 1.6 s behind the cluster's recovery).
+                if loop.time() + _REFRESH_EVERY >= give_up:
+                    raise self.unavailable("pop", exc) from exc
+                await asyncio.sleep(_REFRESH_EVERY)
+            except UNAVAILABLE as exc:
+                raise self.unavailable("pop", exc) from exc
 
     async def _blmpop(self, key: str, limit: int, timeout: float) -> list[bytes]:
         try:
@@ -112,6 +146,18 @@ class ClusterShard(Shard):
         node = self.blocking.get_node_from_key(key)
         return await self.blocking.execute_command(*args, target_nodes=node)
 
+    async def _idempotent(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` (safe to repeat) once more, on a re-read slot map, if the first run met a dead node."""
+        async def twice() -> T:
+            try:
+                return await call()
+            except _STALE_TOPOLOGY:
+                self._refreshed_at = 0.0
+                await self._refresh_topology()
+                return await call()
+
+        return await self._guard(what, twice, limit=max(self.timeout, 60.0))
+
     async def scan_delete(self, pattern: str) -> int:
         async def delete_all() -> int:
             deleted, batch = 0, []
@@ -124,13 +170,13 @@ class ClusterShard(Shard):
                 deleted += await self._unlink(batch)
             return deleted
 
-        return await self._guard("flush", delete_all, limit=max(self.timeout, 60.0))
+        return await self._idempotent("flush", delete_all)
 
     async def scan_keys(self, pattern: str) -> list[bytes]:
         async def scan_all() -> list[bytes]:
             return [key async for key in self.commands.scan_iter(match=pattern, count=1000)]
 
-        return await self._guard("scan", scan_all, limit=max(self.timeout, 60.0))
+        return await self._idempotent("scan", scan_all)
 
     async def _unlink(self, keys: list[bytes]) -> int:
         pipe = self.commands.pipeline(transaction=False)

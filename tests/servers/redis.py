@@ -15,7 +15,7 @@ import redis
 
 from . import ServerProcess, free_port, port_open
 
-__all__ = ["RedisCluster3", "RedisSentinelSetup", "RedisServer", "redis_available"]
+__all__ = ["RedisCluster3", "RedisClusterWithReplicas", "RedisSentinelSetup", "RedisServer", "redis_available"]
 
 _BASE = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
 
@@ -57,7 +57,7 @@ class RedisServer:
             time.sleep(0.05)
 
     def client(self, **kwargs: Any) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5, **kwargs)
+        return redis.Redis(host="127.0.0.1", port=self.port, **{"socket_timeout": 5, **kwargs})
 
     def kill(self) -> None:
         self.process.kill()
@@ -69,10 +69,15 @@ class RedisServer:
 class RedisCluster3:
     """A Redis Cluster of three masters (no replicas) built with ``redis-cli --cluster create``."""
 
+    replicas = 0
+    node_timeout_ms = 2000
+
     def __init__(self) -> None:
+        # No diskless-sync delay: a replica must hold its master's data (and may take over) within moments.
         self.nodes = [RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                                  "--cluster-node-timeout", "2000", name="redis-cluster", port=_cluster_port())
-                      for _ in range(3)]
+                                  "--cluster-node-timeout", str(self.node_timeout_ms),
+                                  "--repl-diskless-sync-delay", "0", name="redis-cluster", port=_cluster_port())
+                      for _ in range(3 * (1 + self.replicas))]
 
     @property
     def url(self) -> str:
@@ -82,7 +87,7 @@ class RedisCluster3:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
+        subprocess.run(["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
                         "--cluster-yes"], check=True, capture_output=True, timeout=60)
         deadline = time.monotonic() + 30
         while not all(self._ok(node) for node in self.nodes):
@@ -100,6 +105,67 @@ class RedisCluster3:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class RedisClusterWithReplicas(RedisCluster3):
+    """Three masters, each with one replica (six nodes); a master that stops answering for ``node_timeout_ms``
+    is replaced by its replica (the cluster's own failover)."""
+
+    replicas = 1
+    node_timeout_ms = 1000
+
+    def start(self) -> RedisClusterWithReplicas:
+        super().start()
+        self.wait_replicated()
+        return self
+
+    def topology(self, via: RedisServer | None = None) -> dict[int, tuple[str, list[int]]]:
+        """``{master port: (node id, [replica ports])}`` as the node ``via`` (default: any live one) sees it;
+        failed masters are left out."""
+        for node in [via] if via is not None else self.live_nodes():
+            text = node.client().execute_command("CLUSTER", "NODES")
+            lines = [line.split() for line in (text.decode() if isinstance(text, bytes) else text).splitlines()]
+            ids = {fields[0]: int(fields[1].split(":")[1].split("@")[0]) for fields in lines}
+            topology: dict[int, tuple[str, list[int]]] = {}
+            for fields in lines:
+                if "master" in fields[2] and "fail" not in fields[2]:
+                    topology[ids[fields[0]]] = (fields[0], [])
+            for fields in lines:
+                if "slave" in fields[2] and "fail" not in fields[2] and ids.get(fields[3]) in topology:
+                    topology[ids[fields[3]]][1].append(ids[fields[0]])
+            return topology
+        raise RuntimeError("no live cluster node")
+
+    def live_nodes(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.process.proc is not None and node.process.proc.poll() is None]
+
+    def node(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
+
+    def master_of_slot(self, slot: int) -> RedisServer:
+        for start, end, master, *_replicas in self.live_nodes()[0].client().execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return self.node(int(master[1]))
+        raise RuntimeError(f"slot {slot} is not covered")
+
+    def wait_replicated(self, timeout: float = 30.0) -> None:
+        """Until every master has a replica linked to it whose replication offset has caught up with it (a replica
+        still in its first sync holds nothing and would not take over)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lagging = []
+            for port, (_id, replica_ports) in self.topology().items():
+                offset = self.node(port).client().info("replication")["master_repl_offset"]
+                replicas = [self.node(p).client().info("replication") for p in replica_ports]
+                synced = [info for info in replicas if info.get("master_link_status") == "up"
+                          and info.get("slave_repl_offset", -1) >= offset > 0]
+                if not synced:
+                    lagging.append(port)
+            if not lagging and len(self.topology()) == 3:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"masters without a synced replica: {lagging}")
+            time.sleep(0.1)
 
 
 class RedisSentinelSetup:
