@@ -61,10 +61,14 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    check = commands.add_parser("check", help="run the conformance suite against a layer and print the report")
-    check.add_argument("target", help="a layer URL (redis://...) or a dotted class path")
-    check.add_argument("--config", default="{}", help="JSON options passed to the layer")
-    check.add_argument("--knob", action="append", default=[], metavar="K=V", help="a conformance knob")
+    from spec.__main__ import add_arguments, epilog  # the same options as python -m spec
+
+    check = commands.add_parser(
+        "check", help="run the conformance suite against a layer and print the report per tier",
+        description="Run the channel-layer conformance suite against a layer (as python -m spec does) and print "
+                    "the report per tier and requirement.",
+        epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(check)
     check.set_defaults(run=_check)
 
     send = _command(commands, "send", "send one message to a channel", """
@@ -156,18 +160,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from spec import run_report
+    from spec.__main__ import run_from_args
 
-    knobs = dict(_parse_knob(k) for k in args.knob)
-    return run_report(args.target, json.loads(args.config), knobs)
-
-
-def _parse_knob(text: str) -> tuple[str, Any]:
-    key, _, value = text.partition("=")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+    return run_from_args(args, "layers check")
 
 
 # -- send / receive ------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from .harness import DECLARABLE, KNOB_HELP
 from .requirements import TIER_MEANING
 from .runner import EXIT_CRASH, EXIT_STATUSES, EXIT_UNUSABLE, EXIT_USAGE, TargetUnusable, run_report
 
-__all__ = ["add_arguments", "main", "parser", "run_from_args"]
+__all__ = ["add_arguments", "epilog", "main", "parser", "run_from_args"]
 
 _TARGETS = """\
 targets:
@@ -47,7 +47,8 @@ def _config(text: str) -> dict[str, Any]:
     return value
 
 
-def _epilog() -> str:
+def epilog() -> str:
+    """Targets, knobs, capabilities, tiers, exit statuses and flush safety, for ``--help``."""
     knobs = "\n".join(textwrap.fill(f"{name}: {text}", 110, initial_indent="  ", subsequent_indent="      ")
                       for name, text in KNOB_HELP.items())
     capabilities = "\n".join(textwrap.fill(f"{name}: {text}", 110, initial_indent="  ", subsequent_indent="      ")
@@ -87,7 +88,7 @@ def parser(prog: str = "python -m spec") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
         description="Run the channel-layer conformance suite against a layer and report per tier and requirement.",
-        epilog=_epilog(),
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)

@@ -254,18 +254,18 @@ class Harness:
         return f"spec.{tag}.{uuid.uuid4().hex[:10]}"
 
     async def new_channel(self, layer: Any, prefix: str | None = None) -> str:
-        """``layer.new_channel()`` (or ``new_channel(prefix)``), checked to be a str with one ``!``."""
+        """``layer.new_channel()`` (or ``new_channel(prefix)``), checked to be a str.  Its form (one ``!``) is
+        R-PROC-1's business: other checks use whatever channel the layer hands out."""
         name = await (layer.new_channel() if prefix is None else layer.new_channel(prefix))
         call = "new_channel()" if prefix is None else f"new_channel({prefix!r})"
         assert isinstance(name, str), f"{call} returned {type(name).__name__} {name!r}, not a str"
-        assert name.count("!") == 1, f"{call} returned {name!r}, which does not contain exactly one '!'"
         return name
 
     @staticmethod
-    def non_local(name: str) -> str:
-        """The non-local part of a process-local channel name (up to and including ``!``)."""
-        assert "!" in name, f"new_channel() returned {name!r} without '!'"
-        return name[: name.index("!") + 1]
+    def non_local(name: str) -> str | None:
+        """The non-local part of a process-local channel name (up to and including ``!``); None for a name from
+        new_channel() without '!' (R-PROC-1 reports that)."""
+        return name[: name.index("!") + 1] if "!" in name else None
 
     async def channel(self, layer: Any, kind: str) -> str:
         """A fresh channel of ``kind``: ``"named"`` or ``"process"`` (a local channel of ``layer``)."""

@@ -263,35 +263,39 @@ def _probe(factory: LayerFactory, knobs: Mapping[str, Any], prefix: str | None) 
 async def _probe_on_loop(
     factory: LayerFactory, knobs: Mapping[str, Any], prefix: str | None, limits: Knobs
 ) -> Probe:
+    """Probe with ``prefix`` given to the factory; a layer refusing it (when made or, for lazy layers, when first
+    used) is probed again without."""
+    if prefix is not None:
+        try:
+            return await _probe_once(factory, knobs, prefix, limits)
+        except Exception as exc:
+            if "prefix" not in str(exc):
+                raise
+    return await _probe_once(factory, knobs, None, limits)
+
+
+async def _probe_once(factory: LayerFactory, knobs: Mapping[str, Any], prefix: str | None, limits: Knobs) -> Probe:
     made: list[Any] = []
 
-    def make(with_prefix: bool) -> Any:
-        layer = factory(prefix=prefix) if with_prefix else factory()
+    def make() -> Any:
+        layer = factory() if prefix is None else factory(prefix=prefix)
         made.append(layer)
         return layer
 
     try:
-        accepted = False
-        if prefix is not None:
-            try:
-                layer, accepted = make(True), True
-            except Exception as exc:  # the target takes no prefix option
-                if "prefix" not in str(exc):
-                    raise TargetUnusable(f"making a layer raised {type(exc).__name__}: {exc}") from exc
-                layer = make(False)
-        else:
-            layer = make(False)
+        layer = make()
         declared = getattr(layer, "extensions", None)
         probe = Probe(
             type(layer), [str(e) for e in declared] if isinstance(declared, (list, tuple)) else [],
             callable(getattr(layer, "close", None)), dict(getattr(type(layer), "spec_knobs", None) or {}),
-            prefix_accepted=accepted,
+            prefix_accepted=prefix is not None,
         )
         declared_knobs = Knobs.resolve(probe.spec_knobs, knobs)
         if "shares_state" in knobs or "shares_state" in probe.spec_knobs:
             probe.shares_state = declared_knobs.shares_state
+            await _first_round_trip(layer, declared_knobs)
         else:
-            probe.shares_state = await _shares_state(layer, make(accepted), declared_knobs)
+            probe.shares_state = await _shares_state(layer, make(), declared_knobs)
         return probe
     finally:
         for layer in made:
@@ -299,6 +303,16 @@ async def _probe_on_loop(
             if callable(close):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(close(), limits.timeout)
+
+
+async def _first_round_trip(layer: Any, knobs: Knobs) -> None:
+    """One message to a fresh local channel of ``layer``: a server that cannot be reached fails here."""
+    try:
+        channel = await asyncio.wait_for(layer.new_channel(), knobs.timeout)
+        await asyncio.wait_for(layer.send(channel, {"probe": True}), knobs.timeout)
+        await asyncio.wait_for(layer.receive(channel), knobs.timeout)
+    except asyncio.TimeoutError:
+        raise TargetUnusable(f"a first send and receive did not finish within {knobs.timeout:g}s") from None
 
 
 async def _shares_state(first: Any, second: Any, knobs: Knobs) -> bool:

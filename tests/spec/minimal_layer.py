@@ -64,7 +64,7 @@ class MinimalChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels i
         items = self._live(queue)
         if len(items) >= self.get_capacity(queue):
             raise self.ChannelFull(channel)
-        items.append((time.time() + self.expiry, channel, copy.deepcopy(message)))
+        items.append((time.time() + self.expiry, channel, _copy(message)))
         for waiter in self._waiters.pop(queue, set()):
             waiter.get_loop().call_soon_threadsafe(_wake, waiter)
 
@@ -112,6 +112,15 @@ class MinimalChannelLayer(BaseChannelLayer):  # type: ignore[misc]  # channels i
                 continue
             with contextlib.suppress(self.ChannelFull):  # a full member misses this message (Channels spec)
                 await self.send(channel, message)
+
+
+def _copy(value: Any) -> Any:
+    """The receiver's own copy; tuples become lists, as the Channels message format asks."""
+    if isinstance(value, dict):
+        return {key: _copy(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_copy(item) for item in value]
+    return copy.copy(value)
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
