@@ -3,12 +3,16 @@
 * ``push``: publish every item to its channel queue (default exchange, ``mandatory``) and await the confirms
   together.  A nack means the queue is at its ``x-max-length`` (``reject-publish``): the push was refused.  A
   return means the queue does not exist (expired, or flushed by another process): re-declare and publish again.
-* ``pop`` of a process queue: an auto-ack consumer feeds a local deque while the core's reader keeps asking; it
-  is cancelled when the reader stops, so an idle process lets messages wait (and count) on the broker.
+* ``pop`` of a process queue: a manual-ack consumer feeds a local deque while the core's reader keeps asking, and
+  a message is acknowledged when ``pop`` hands it to the core.  The consumer's prefetch is the core's batch limit
+  (the ``limit`` of ``pop``), so a process never holds more than one batch ahead of its receivers: the rest waits
+  (and counts toward capacity) on the broker.  The consumer is cancelled when the reader stops, so an idle process
+  lets every further message wait there.
 * ``pop`` of a named channel: ``basic.get`` (auto-ack) takes messages one by one, so a message is never held by
   a process that does not want it; while the queue is empty a prefetch-1, manual-ack consumer only rings a
   doorbell (it cancels itself and rejects the delivery back to the queue, then ``basic.get`` races for it).
-* groups: see :mod:`layers_amqp.groups` (process channels) and :meth:`Topology.member_args` (named channels).
+* groups: see :mod:`layers_amqp.groups` (process channels: group messages enter the process queue itself, so they
+  meet its capacity and keep their order with direct sends) and :meth:`Topology.member_args` (named channels).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from .connection import ChannelError, Link
 from .declarations import Declarations
 from .groups import ADD, DISCARD, RECORD_TYPE, Directory, pack_record, record_ttl_ms
 from .topology import GROUP_EXCHANGE, Topology
+from .wire import Channel
 
 __all__ = ["AMQPBackend"]
 
@@ -39,6 +44,9 @@ log = logging.getLogger("layers.amqp")
 
 #: A process-queue consumer is cancelled when no pop came for this long (the core's reader stopped).
 IDLE_GRACE = 0.5
+#: How many handed-over bodies a subscription remembers: more than the unacknowledged deliveries the broker can
+#: have out to it (the prefetch of the current consumer plus what an idle-cancelled one still held).
+_HANDED_MEMORY = 400
 
 
 @dataclass
@@ -46,7 +54,12 @@ class _Subscription:
     """The consumers of one process queue and of the process's group inbox."""
 
     queue: str
-    items: deque[bytes] = field(default_factory=deque)
+    # Delivered, not yet handed to the core: (item for the core, delivery tag, body as delivered), all unacked.
+    items: deque[tuple[bytes, int, bytes]] = field(default_factory=deque)
+    channel: Channel | None = None  # the channel the items were delivered on (their tags belong to it)
+    # Bodies handed to the core lately.  Their acks may not have reached the broker when a connection died: it
+    # then delivers them again (``redelivered``), and these are dropped instead of being received twice.
+    handed: deque[bytes] = field(default_factory=lambda: deque(maxlen=_HANDED_MEMORY))
     waiter: asyncio.Future[None] | None = None  # the pop waiting for a delivery
     tags: list[str] = field(default_factory=list)
     generation: int = -1  # Link.ctl_generation the consumers were created in
@@ -137,7 +150,7 @@ class AMQPBackend(Backend):
         if sub is None or not sub.items:
             return None
         sub.last_pop = time.monotonic()
-        return [sub.items.popleft() for _ in range(min(limit, len(sub.items)))]
+        return self._take(sub, limit)
 
     async def _pop_process(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         sub = self._subs.get(queue)
@@ -147,15 +160,47 @@ class AMQPBackend(Backend):
         try:
             if not sub.items:
                 if sub.generation != self.link.ctl_generation:
-                    await self._subscribe(sub)
+                    await self._subscribe(sub, limit)
                 if not sub.items:
                     await self._wait_delivery(sub, timeout)
-            return [sub.items.popleft() for _ in range(min(limit, len(sub.items)))]
+            return self._take(sub, limit)
         finally:
             sub.popping -= 1
             sub.last_pop = time.monotonic()
             if sub.idle_timer is None:
                 sub.idle_timer = self.link.loop.call_later(IDLE_GRACE, self._maybe_idle, sub)
+
+    def _take(self, sub: _Subscription, limit: int) -> list[bytes]:
+        """Hand up to ``limit`` delivered items to the core and acknowledge them: from now on they are the core's
+        (they no longer count on the broker), and the consumer may receive as many more."""
+        channel = sub.channel
+        if channel is None or not channel.is_open:
+            # The broker gives unacknowledged deliveries back to the queue when their channel closes: handing
+            # these over too would deliver them twice.
+            sub.items.clear()
+            return []
+        count = min(limit, len(sub.items))
+        taken = [sub.items.popleft() for _ in range(count)]
+        if not taken:
+            return []
+        if self._sole_holder(sub):
+            channel.basic_ack(taken[-1][1], multiple=True)
+        else:  # "multiple" would also acknowledge what another process queue's consumer holds on this channel
+            for _, tag, _ in taken:
+                channel.basic_ack(tag)
+        sub.handed.extend(body for _, _, body in taken)
+        return [item for item, _, _ in taken]
+
+    def _sole_holder(self, sub: _Subscription) -> bool:
+        return all(other is sub or (not other.items and not other.tags) for other in self._subs.values())
+
+    def _discard_items(self, sub: _Subscription) -> None:
+        """Forget what ``sub`` holds (its queue is being deleted), acknowledging it so the channel forgets it too."""
+        channel = sub.channel
+        if channel is not None and channel.is_open:
+            for _, tag, _ in sub.items:
+                channel.basic_ack(tag)
+        sub.items.clear()
 
     async def _wait_delivery(self, sub: _Subscription, timeout: float) -> None:
         # A bare future (wait_for(Event.wait()) makes a task per pop), and one timer per subscription that is
@@ -179,7 +224,7 @@ class AMQPBackend(Backend):
         else:
             sub.wait_timer = self.link.loop.call_at(sub.wait_until, self._wait_expired, sub)
 
-    async def _subscribe(self, sub: _Subscription) -> None:
+    async def _subscribe(self, sub: _Subscription, prefetch: int) -> None:
         await self.link.ready()
         self._cancel_consumers(sub)
         generation = self.link.ctl_generation
@@ -188,26 +233,57 @@ class AMQPBackend(Backend):
         await self.declared.inbox(sub.queue)
         await self._rebind(sub.queue)
 
-        def on_message(_ch: Any, method: Any, props: spec.BasicProperties, body: bytes) -> None:
-            self._on_delivery(sub, method, props, body)
+        def on_record(_ch: Any, _method: Any, props: spec.BasicProperties, body: bytes) -> None:
+            if props.type == RECORD_TYPE:  # anything else in an inbox is not ours (inboxes are bound to nothing)
+                self.directory.apply(body)
 
-        tags = [await self.link.consume(name, on_message), await self.link.consume(inbox, on_message)]
+        def on_message(ch: Channel, method: Any, _props: Any, body: bytes) -> None:
+            self._on_delivery(sub, ch, method, body)
+
+        # The inbox first: once its consume-ok is here, the records already in it are on their way ahead of any
+        # process-queue delivery, and while both consumers run the broker hands a record to us before it confirms
+        # it to the process that added the member; so every record is applied before the group messages sent
+        # after its group_add (or group_discard) returned are resolved.
+        tags = [await self.link.consume(inbox, on_record)]
+        if generation == self.link.ctl_generation:
+            tags.append(await self._consume_bounded(name, on_message, prefetch))
         if generation != self.link.ctl_generation:  # the channel was lost while subscribing: retry next pop
             return
         sub.tags, sub.generation = tags, generation
         if self._keepalive is None:
             self._keepalive = self.link.loop.create_task(self._keep_alive(), name="layers-amqp-keepalive")
 
-    def _on_delivery(self, sub: _Subscription, method: Any, props: spec.BasicProperties, body: bytes) -> None:
-        if props.type == RECORD_TYPE:
-            self.directory.apply(body)
+    async def _consume_bounded(self, queue: str, on_message: Any, prefetch: int) -> str:
+        """A manual-ack consumer of ``queue`` that the broker sends at most ``prefetch`` unacknowledged messages.
+
+        ``basic.qos`` (per consumer) applies to the consumers created after it on the channel; pika sends these
+        three methods one after the other before any other call made meanwhile, so the doorbells' prefetch of 1
+        is back in place before they consume again."""
+        tags: list[str] = []
+
+        def start(ch: Channel, done: Any) -> None:
+            ch.basic_qos(prefetch_count=prefetch)
+            tags.append(ch.basic_consume(queue, on_message, auto_ack=False, callback=done))
+            ch.basic_qos(prefetch_count=1)
+
+        await self.link.call(start, queue)
+        return tags[-1]
+
+    def _on_delivery(self, sub: _Subscription, channel: Channel, method: Any, body: bytes) -> None:
+        if sub.channel is not channel:
+            sub.items.clear()  # delivered on a channel that is gone: back on the broker, and coming again
+            sub.channel = channel
+        if method.redelivered and body in sub.handed:  # handed over before, its ack lost with its connection
+            channel.basic_ack(method.delivery_tag)
             return
+        item = body
         if method.exchange == GROUP_EXCHANGE:
             resolved = self.directory.resolve(method.routing_key, body, sub.queue)
-            if resolved is None:
+            if resolved is None:  # no live member here any more
+                channel.basic_ack(method.delivery_tag)
                 return
-            body = resolved
-        sub.items.append(body)
+            item = resolved
+        sub.items.append((item, method.delivery_tag, body))
         sub.wake()
 
     def _maybe_idle(self, sub: _Subscription) -> None:
@@ -227,13 +303,26 @@ class AMQPBackend(Backend):
         sub.tags, sub.generation = [], -1
 
     async def _rebind(self, queue: str) -> None:
-        """After a (re)connection, re-bind the groups this process's members belong to (the broker may have
-        lost the queue and its bindings)."""
+        """After a (re)connection, re-bind this process's members to their groups (the broker may have lost the
+        queue and its bindings)."""
         if self._bound.get(queue) == self.link.generation:
             return
-        for key in self.directory.live_groups(queue):
-            await self.link.bind(self.top.group_inbox(queue), GROUP_EXCHANGE, key)
+        for key, channel in self.directory.live_members(queue):
+            await self._bind_member(queue, key, channel)
         self._bound[queue] = self.link.generation
+
+    async def _bind_member(self, proc: str, key: str, channel: str) -> None:
+        """Route group ``key`` into process queue ``proc`` for ``channel``: one binding per member (the binding's
+        arguments tell them apart), so discarding one member never unbinds another's, and the queue gets one copy
+        of each group message whatever the number of its members' bindings."""
+        name, arguments = self.top.queue(proc), self.top.member_binding(channel)
+        await self.link.call(lambda ch, done: ch.queue_bind(name, GROUP_EXCHANGE, key, arguments=arguments,
+                                                            callback=done), name)
+
+    async def _unbind_member(self, proc: str, key: str, channel: str) -> None:
+        name, arguments = self.top.queue(proc), self.top.member_binding(channel)
+        await self.link.call(lambda ch, done: ch.queue_unbind(name, GROUP_EXCHANGE, key, arguments=arguments,
+                                                              callback=done), name)
 
     async def _keep_alive(self) -> None:
         """Keep our process queues from expiring while this process lives, even when nobody receives."""
@@ -287,7 +376,7 @@ class AMQPBackend(Backend):
         rang: asyncio.Future[bool] = self.link.loop.create_future()
 
         def on_message(ch: Any, method: Any, _props: Any, _body: bytes) -> None:
-            if method.consumer_tag in ch.consumer_tags:  # first: the rejected message must not come back to us
+            if not ch.cancelling(method.consumer_tag):  # first: the rejected message must not come back to us
                 ch.basic_cancel(method.consumer_tag)
             ch.basic_reject(method.delivery_tag, requeue=True)
             if not rang.done():
@@ -314,6 +403,8 @@ class AMQPBackend(Backend):
     def _on_lost(self) -> None:
         for sub in self._subs.values():
             sub.tags, sub.generation = [], -1
+            sub.items.clear()  # unacknowledged: the broker delivers them again to the next consumer
+            sub.channel = None
             sub.wake()  # the pop re-subscribes
         for rang in self._doorbells.values():
             _ring(rang, True)  # look again (the pop re-subscribes)
@@ -354,15 +445,16 @@ class AMQPBackend(Backend):
         if proc is None:
             await self._add_named_member(group, channel, deadline)
             return
-        inbox = self.top.group_inbox(proc)
+        key = self.top.group_key(group)
         for _ in range(3):
+            await self.declared.channels({proc: self.capacity_for(proc)})
             await self.declared.inbox(proc)
             try:
-                await self.link.bind(inbox, GROUP_EXCHANGE, self.top.group_key(group))
+                await self._bind_member(proc, key, channel)
             except ChannelError as exc:
-                self.declared.missing(inbox, exc)
+                self.declared.missing(self.top.queue(proc), exc)
                 continue
-            if await self._record(proc, pack_record(ADD, self.top.group_key(group), channel, deadline), deadline):
+            if await self._record(proc, pack_record(ADD, key, channel, deadline), deadline):
                 return
         raise BackendUnavailable(f"AMQP queue for {channel!r} keeps disappearing")
 
@@ -399,16 +491,26 @@ class AMQPBackend(Backend):
         if proc is None:
             await self.link.delete(self.top.member_queue(group, channel))
             return
-        record = pack_record(DISCARD, self.top.group_key(group), channel, 0.0)
-        # A missing inbox has no members to discard; the binding stays until the inbox goes (see README).
-        await self._record(proc, record, time.time() + self.top.group_expiry)
+        key = self.top.group_key(group)
+        # Declared first: unbinding from a queue that does not exist would close the channel (and its consumers).
+        await self.declared.channels({proc: self.capacity_for(proc)})
+        try:
+            await self._unbind_member(proc, key, channel)
+        except ChannelError as exc:  # the queue vanished meanwhile, and its bindings with it
+            self.declared.missing(self.top.queue(proc), exc)
+        # The owner may have other members in the group: it must stop resolving messages for this one.  A missing
+        # inbox has no records to correct.
+        await self._record(proc, pack_record(DISCARD, key, channel, 0.0), time.time() + self.top.group_expiry)
 
     async def group_members(self, group: str) -> list[str]:
         """Only this process's own members are known here (the others live with their owners)."""
         return self.directory.members(self.top.group_key(group), time.time())
 
     async def group_push(self, group: str, fan_out: FanOut) -> int:
-        """One publish to the group's routing key reaches each member queue once, whatever the group size."""
+        """One publish to the group's routing key reaches each member queue once, whatever the group size.
+
+        A process queue at its length limit refuses its copy (the others are stored) and the broker nacks the
+        publish: it says that some member queue refused, not which or how many, so a nack counts one drop."""
         if not isinstance(fan_out, GroupFanOut):
             raise TypeError(f"the AMQP backend fans out GroupFanOut messages, not {type(fan_out).__name__}")
         await self.link.ready()
@@ -436,7 +538,7 @@ class AMQPBackend(Backend):
         self.directory.clear()
         self.declared.clear()
         for sub in self._subs.values():
-            sub.items.clear()
+            self._discard_items(sub)
 
     async def close(self) -> None:
         if self._restoring is not None:

@@ -1,15 +1,21 @@
 """Group membership of process channels, kept by the process that owns them.
 
-``group_add(group, "specific.abc!x")`` from any process binds that process's *group inbox* (a queue beside its
-process queue) to the group's routing key and then publishes a membership *record* into the inbox.  The owner reads
-records and group messages from that one FIFO queue, so a record is applied before any group message sent after
-``group_add`` returned, and a discard before any sent after ``group_discard`` returned: the owner's
-:class:`Directory` is exactly as current as the messages it resolves.  A group message therefore costs one
-publish whatever the group size, reaches each member process once, and the owner turns it into one bundle for its
-live local members (lapsed memberships are skipped here, which is how ``group_expiry`` is enforced).
+``group_add(group, "specific.abc!x")`` from any process binds that process's queue (``specific.abc!``) to the
+group's routing key, with the member's name in the binding's arguments, and then publishes a membership *record*
+into the process's *group inbox*, a queue beside it.  A group message therefore costs one publish whatever the
+group size, reaches each member process once, in its process queue: behind the direct sends made before it, under
+the queue's length limit (a full process refuses it, and the broker nacks the publish), and counted like any
+message.  ``group_discard`` removes that member's binding (the process's other members keep theirs) and records
+the discard.
 
-The inbox has no length limit, so records are never refused and never take a process channel's capacity; group
-messages in it expire after ``expiry`` like any message.
+The owner reads the inbox with a consumer that it starts before, and runs beside, its process-queue consumer: the
+broker hands a record to a running consumer before it confirms the record to the process that wrote it, so the
+owner's :class:`Directory` has applied every add and discard that returned before a group message was sent by the
+time it resolves that message into one bundle for its live local members (lapsed memberships are skipped here,
+which is how ``group_expiry`` is enforced).
+
+The inbox has no length limit, so records are never refused and never take a process channel's capacity; they
+expire when their membership would lapse.
 """
 
 from __future__ import annotations
@@ -69,10 +75,11 @@ class Directory:
             del self.groups[key]
         return list(members)
 
-    def live_groups(self, proc: str) -> list[str]:
-        """Routing keys of groups with a live member in process queue ``proc`` (to re-bind its inbox)."""
+    def live_members(self, proc: str) -> list[tuple[str, str]]:
+        """(routing key, channel) of every live membership of a channel of process queue ``proc`` (to re-bind)."""
         now = time.time()
-        return [key for key in list(self.groups) if any(c.startswith(proc) for c in self.members(key, now))]
+        return [(key, channel) for key in list(self.groups) for channel in self.members(key, now)
+                if channel.startswith(proc)]
 
     def resolve(self, key: str, item: bytes, proc: str) -> bytes | None:
         """Turn a group item that reached ``proc``'s inbox into a bundle for that queue's live members, or None

@@ -38,9 +38,14 @@ class Topology:
         return f"{self.prefix}:{group}"
 
     def group_inbox(self, queue: str) -> str:
-        """A process's group inbox: membership records and group messages, in one FIFO, with no length limit
-        (channel names never hold ':', so this never names a channel)."""
+        """A process's group inbox: the membership records of its channels, with no length limit (channel names
+        never hold ':', so this never names a channel)."""
         return f"{self.prefix}:{queue}:groups"
+
+    @staticmethod
+    def member_binding(channel: str) -> dict[str, Any]:
+        """The arguments of the binding that routes a group into the process queue for member ``channel``."""
+        return {"x-member": channel}
 
     def member_queue(self, group: str, channel: str) -> str:
         """The membership queue of a named channel in a group (its existence *is* the membership)."""

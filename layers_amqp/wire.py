@@ -44,19 +44,25 @@ OnConfirm = Callable[[int, bool, bool], None]
 
 
 class Channel(pika.channel.Channel):  # type: ignore[misc]
-    """A channel that keeps auto-ack deliveries arriving after ``basic.cancel`` was sent.
+    """A channel that hands deliveries arriving after ``basic.cancel`` was sent to their consumer's callback.
 
-    The broker took such a message off its queue when it sent it (auto-ack), so pika dropping it, as it does for
-    a consumer being cancelled, loses it; the process-queue consumer is cancelled whenever its reader goes idle.
-    The callback stays registered until ``basic.cancel-ok``, after which the broker sends nothing more."""
+    pika drops them (auto-ack: the broker already took the message off its queue, so it is lost) or rejects them
+    back to the queue (manual ack: the process-queue consumer would then see that message again after the ones it
+    still holds, and pay a round trip per bounce); the process-queue consumer is cancelled whenever its reader
+    goes idle.  The callback stays registered until ``basic.cancel-ok``, after which the broker sends nothing
+    more; a callback that does not want a delivery rejects it itself (the doorbells do)."""
 
     def _on_deliver(self, method_frame: frame.Method, header_frame: frame.Header, body: bytes) -> None:
         tag = method_frame.method.consumer_tag
         callback = self._consumers.get(tag)
-        if callback is not None and tag in self._cancelled and tag in self._consumers_with_noack:
+        if callback is not None and tag in self._cancelled:
             callback(self, method_frame.method, header_frame.properties, body)
             return
         super()._on_deliver(method_frame, header_frame, body)
+
+    def cancelling(self, consumer_tag: str) -> bool:
+        """Whether ``basic.cancel`` was already sent for this consumer."""
+        return consumer_tag in self._cancelled
 
 
 class Connection(AsyncioConnection):  # type: ignore[misc]

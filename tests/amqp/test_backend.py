@@ -159,6 +159,60 @@ def test_group_send_to_many_local_members_is_one_message(make_layer: Any) -> Non
     run(main())
 
 
+def _ready_messages(url: str, queue: str) -> int:
+    """Messages waiting in ``queue`` on the broker (not counting what a consumer holds unacknowledged)."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        connection.close()
+
+
+def test_group_messages_enter_the_process_queue_until_its_last_member_leaves(make_layer: Any, url: str,
+                                                                           prefix: str) -> None:
+    async def main() -> None:
+        owner, other = make_layer(), make_layer()
+        first, second = await owner.new_channel(), await owner.new_channel()
+        queue = f"{prefix}:{first[:first.index('!') + 1]}"
+        for channel in (first, second):
+            await owner.group_add("room", channel)
+        await other.group_discard("room", first)  # from another process: only that member's binding goes
+        await other.group_send("room", {"n": 1})
+        assert await asyncio.to_thread(_ready_messages, url, queue) == 1  # waiting, and counted, in the queue
+        assert await receive(owner, second) == {"n": 1}
+        await nothing(owner, first)
+        await other.group_discard("room", second)
+        await other.group_send("room", {"n": 2})
+        await asyncio.sleep(0.6)  # the owner's consumer went idle: anything routed here would wait on the broker
+        assert await asyncio.to_thread(_ready_messages, url, queue) == 0, "the group is still bound"
+        for layer in (owner, other):
+            await layer.close()
+
+    run(main())
+
+
+def test_a_receiving_process_holds_at_most_one_batch_ahead(make_layer: Any, url: str, prefix: str) -> None:
+    async def main() -> None:
+        layer, sender = make_layer(capacity=1000), make_layer(capacity=1000)
+        channel = await layer.new_channel()
+        queue = f"{prefix}:{channel[:channel.index('!') + 1]}"
+        await sender.send(channel, {"i": -1})
+        assert await receive(layer, channel) == {"i": -1}  # the consumer runs now
+        for i in range(300):
+            await sender.send(channel, {"i": i})
+        await asyncio.sleep(0.2)
+        batch = AMQPChannelLayer.receive_batch
+        assert await asyncio.to_thread(_ready_messages, url, queue) >= 300 - batch
+        assert [(await receive(layer, channel))["i"] for _ in range(300)] == list(range(300))
+        await nothing(layer, channel)
+        for each in (layer, sender):
+            await each.close()
+
+    run(main())
+
+
 # -- flush ----------------------------------------------------------------------------------------------------------
 
 
