@@ -138,7 +138,8 @@ class PostgresStandbyPair:
     def start(self) -> PostgresStandbyPair:
         self.primary.init().start()
         subprocess.run([str(BIN / "pg_basebackup"), "-D", str(self.standby.data), "-h", "127.0.0.1",
-                        "-p", str(self.primary.port), "-U", "postgres", "-X", "stream", "-R", "--no-sync", "--checkpoint=fast"],
+                        "-p", str(self.primary.port), "-U", "postgres", "-X", "stream", "-R", "--no-sync",
+                        "--checkpoint=fast"],
                        check=True, capture_output=True, user=self.standby._user, timeout=120)
         self.standby.start()
         self._wait(self._streaming, "the standby to stream from the primary")
