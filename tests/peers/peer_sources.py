@@ -120,7 +120,11 @@ def _fetch(url: str) -> bytes:
 def _download(source: PeerSource) -> dict[str, bytes]:
     if source.github:
         repo, _, tag = source.github.partition("@")
-        return {path: _fetch(f"https://raw.githubusercontent.com/{repo}/{tag}/{path}") for path in source.files}
+        try:
+            return {path: _fetch(f"https://raw.githubusercontent.com/{repo}/{tag}/{path}") for path in source.files}
+        except SourceUnavailable as exc:
+            raise SourceUnavailable(f"{source.project} {source.version} publishes its tests only in the GitHub "
+                                    f"repository {repo} (its sdist ships none), which is out of reach: {exc}") from exc
     return _from_sdist(source)
 
 

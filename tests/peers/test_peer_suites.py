@@ -6,6 +6,9 @@ shows up here and not in a user's deployment. Their test files are fetched at te
 cached, nothing committed), each suite runs in a pytest process of its own (their ``tests`` packages and fixtures
 must not meet ours) with ``peer_plugin`` swapping their layer class for ours, and the skip list with its reasons
 lives in ``peer_catalog``. Suites run four at a time: most of their time is spent in the tests' own sleeps.
+
+A suite whose tests cannot be fetched is skipped with the reason (channels and channels_rabbitmq publish theirs only
+on GitHub); set ``LAYERS_PEER_REQUIRED=1`` where the network is expected, to make that a failure instead.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.peers.peer_catalog import BACKENDS, SUITES, entries_for
-from tests.peers.peer_sources import SOURCES, SourceUnavailable, ensure_source
+from tests.peers.peer_sources import SOURCES, SourceUnavailable, cache_root, ensure_source
 from tests.servers import AMQP_URL, POSTGRES_DSN, REDIS_URL, port_open
 
 HERE = Path(__file__).resolve().parent
@@ -33,6 +36,8 @@ SUITE_TIMEOUT = 600  # seconds for one suite on one backend (they take 5-35 s)
 
 _SERVICE_URLS = {"redis": REDIS_URL, "postgres": POSTGRES_DSN, "amqp": AMQP_URL}
 _DEFAULT_PORTS = {"redis": 6379, "postgres": 5432, "amqp": 5672}
+
+_UNFETCHABLE = "the peer's tests cannot be fetched: "
 
 #: (suite, backend) -> the JSON the peer plugin wrote, for the terminal summary in conftest.py
 REPORTS: dict[tuple[str, str], dict[str, Any]] = {}
@@ -99,8 +104,8 @@ def peer_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
                 try:
                     roots[run.suite] = ensure_source(SOURCES[run.suite])
                 except SourceUnavailable as exc:
-                    roots[run.suite] = (f"{SOURCES[run.suite].key}'s tests cannot be fetched ({exc}); to run "
-                                        f"offline, seed the cache as tests/peers/peer_sources.py says")
+                    roots[run.suite] = (f"{_UNFETCHABLE}{exc}. Seed {cache_root()} from a clone: python "
+                                        f"tests/peers/peer_sources.py --from-git CLONE {run.suite}")
             root = roots.get(run.suite)
             reason = reason or (root if isinstance(root, str) else None)
             runs[(run.suite, run.backend)] = reason if reason else pool.submit(run, root)
@@ -129,6 +134,8 @@ def _problems(data: dict[str, Any]) -> list[str]:
 def test_peer_suite(suite: str, backend: str, peer_runs: dict[tuple[str, str], Future[dict[str, Any]] | str]) -> None:
     run = peer_runs[(suite, backend)]
     if isinstance(run, str):
+        if run.startswith(_UNFETCHABLE) and os.environ.get("LAYERS_PEER_REQUIRED"):
+            pytest.fail(f"LAYERS_PEER_REQUIRED is set: {run}")
         pytest.skip(run)
     data = run.result(timeout=SUITE_TIMEOUT + 30)
     REPORTS[(suite, backend)] = data
