@@ -19,7 +19,7 @@ import contextlib
 import logging
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
@@ -52,10 +52,13 @@ class ChannelError(Exception):
 class Link:
     """A self-healing connection: call :meth:`ready` before using :meth:`publish` or the ``ctl`` helpers."""
 
-    def __init__(self, params: pika.ConnectionParameters, where: str, timeout: float,
+    def __init__(self, brokers: Sequence[tuple[pika.ConnectionParameters, str]], timeout: float,
                  retry_delays: tuple[float, float] = (0.05, 2.0)) -> None:
-        self.params = params
-        self.where = where  # host:port/vhost, for messages (never the password)
+        # (parameters, host:port/vhost for messages, never the password) of every node the layer may use: it
+        # stays on one while it answers and moves to the next when its connection fails or is lost.
+        self.brokers = list(brokers)
+        self._broker = 0
+        self.params, self.where = self.brokers[0]
         self.timeout = timeout
         self.retry_delays = retry_delays
         self.loop = asyncio.get_running_loop()
@@ -112,8 +115,13 @@ class Link:
         if self._connector is None or self._connector.done():
             self._connector = self.loop.create_task(self._connect_loop(), name="layers-amqp-connect")
 
+    def _next_broker(self) -> None:
+        self._broker = (self._broker + 1) % len(self.brokers)
+        self.params, self.where = self.brokers[self._broker]
+
     async def _connect_loop(self) -> None:
         delay = 0.0
+        untried = len(self.brokers) - 1  # other nodes to try before backing off
         while not self._closed:
             try:
                 await self._connect_once()
@@ -124,9 +132,16 @@ class Link:
             except Exception as exc:
                 self.last_error = exc
                 self._drop_connection()
+                failed = self.where
+                self._next_broker()
                 if not self._waiting:  # nobody needs the broker now; the next ready() starts over
-                    log.warning("AMQP connection to %s failed (%s)", self.where, _describe(exc))
+                    log.warning("AMQP connection to %s failed (%s)", failed, _describe(exc))
                     return
+                if untried:  # another node may answer: no back-off until every node was tried
+                    untried -= 1
+                    log.warning("AMQP connection to %s failed (%s); trying %s", failed, _describe(exc), self.where)
+                    continue
+                untried = len(self.brokers) - 1
                 low, high = self.retry_delays
                 delay = min(high, max(low, delay * 2))
                 log.warning("AMQP connection to %s failed (%s); retrying in %.2fs", self.where, _describe(exc), delay)
@@ -185,7 +200,10 @@ class Link:
         was_up = self._up.is_set()
         self._drop_connection()
         if was_up and not self._closed:
-            log.warning("AMQP connection to %s lost (%s); reconnecting", self.where, _describe(reason))
+            lost = self.where
+            if len(self.brokers) > 1:
+                self._next_broker()  # its node may be gone: reconnect elsewhere first
+            log.warning("AMQP connection to %s lost (%s); reconnecting to %s", lost, _describe(reason), self.where)
             self._start_connector()
 
     def _drop_connection(self) -> None:

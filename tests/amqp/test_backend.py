@@ -273,12 +273,26 @@ def test_from_url_options_and_redaction(url: str, prefix: str) -> None:
 def test_amqps_url_and_ssl_context() -> None:
     layer = layers.from_url("amqps://u:pw@broker.example:5671/vh?prefix=tls")
     assert isinstance(layer, AMQPChannelLayer)
-    assert layer._params.ssl_options is not None and layer._params.port == 5671
+    params = layer._brokers[0][0]
+    assert params.ssl_options is not None and params.port == 5671
     context = ssl.create_default_context()
     custom = AMQPChannelLayer("amqps://u:pw@broker.example/vh", ssl_context=context)
-    assert custom._params.ssl_options.context is context
+    assert custom._brokers[0][0].ssl_options.context is context
     with pytest.raises(ConfigError):
         AMQPChannelLayer("redis://localhost")
+
+
+def test_several_brokers_in_one_url_or_a_list() -> None:
+    layer = layers.from_url("amqp://u:pw@h1:5672,h2:5673/vh?timeout=2")
+    assert isinstance(layer, AMQPChannelLayer)
+    assert [(p.host, p.port, p.credentials.password, where) for p, where in layer._brokers] == [
+        ("h1", 5672, "pw", "h1:5672/vh"), ("h2", 5673, "pw", "h2:5673/vh")]
+    listed = AMQPChannelLayer(["amqp://u:pw@h1/vh", "amqp://u:pw@h2:5999/vh"])
+    assert [p.port for p, _where in listed._brokers] == [5672, 5999]
+    assert "pw" not in repr(layer)
+    for bad in ("amqp://u:pw@h1,,h2/vh", ["amqp://h1/vh", "redis://h2"], []):
+        with pytest.raises(ConfigError):
+            AMQPChannelLayer(bad)  # type: ignore[arg-type]
 
 
 def test_unreachable_broker_raises_backend_unavailable_in_time() -> None:

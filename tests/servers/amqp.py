@@ -6,15 +6,18 @@ touches the shared broker other tests use.  ``ctl(...)`` runs ``rabbitmqctl`` ag
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import time
 
 from . import ServerProcess, free_port, port_open
 
-__all__ = ["RabbitNode", "rabbitmq_available"]
+__all__ = ["RabbitCluster", "RabbitNode", "rabbitmq_available"]
 
 _BIN = "/usr/lib/rabbitmq/bin"
 
@@ -31,11 +34,15 @@ def _bin(name: str) -> str:
 class RabbitNode(ServerProcess):
     """``RabbitNode().start()``; ``url``; ``ctl("stop_app")``; ``stop()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, cookie: str | None = None) -> None:
         super().__init__("rabbitmq")
         self.dist_port = free_port()
         self.nodename = f"layers{self.port}@localhost"
         (self.dir / "home").mkdir()
+        if cookie is not None:  # nodes of one cluster share their Erlang cookie
+            path = self.dir / "home" / ".erlang.cookie"
+            path.write_text(cookie)
+            path.chmod(0o400)
         (self.dir / "enabled_plugins").write_text("[].\n")
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n")
@@ -85,3 +92,45 @@ class RabbitNode(ServerProcess):
             with contextlib.suppress(Exception):  # else fall back to signals
                 self.ctl("stop", timeout=30)
         super().stop(cleanup)
+
+
+class RabbitCluster:
+    """Three (``size``) private RabbitMQ nodes with a shared Erlang cookie, joined with ``rabbitmqctl
+    join_cluster``: one cluster, each node with its own AMQP port, name and data directory."""
+
+    def __init__(self, size: int = 3) -> None:
+        cookie = secrets.token_hex(16).upper()
+        self.nodes = [RabbitNode(cookie=cookie) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated: the layer connects to the first that answers."""
+        return "amqp://guest:guest@" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes) + "/%2F"
+
+    def start(self) -> RabbitCluster:
+        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:  # boots take seconds: in parallel
+            list(pool.map(RabbitNode.start, self.nodes))
+        first = self.nodes[0]
+        for node in self.nodes[1:]:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first.nodename)
+            node.start_app()
+        self.wait_running(len(self.nodes))
+        return self
+
+    def running(self, via: RabbitNode | None = None) -> list[str]:
+        """Names of the nodes the cluster reports running, as ``via`` (default: the first live node) sees it."""
+        node = via or next(n for n in self.nodes if n.proc is not None and n.proc.poll() is None)
+        status = json.loads(node.ctl("cluster_status", "--formatter", "json"))
+        return list(status.get("running_nodes", []))
+
+    def wait_running(self, count: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.running()) != count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster does not report {count} running nodes: {self.running()}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
