@@ -93,6 +93,7 @@ class AMQPBackend(Backend):
         self._doorbells: dict[str, asyncio.Future[bool]] = {}  # consumer tag -> its doorbell
         self._listening: dict[str, asyncio.Future[bool]] = {}  # named queue -> the doorbell of its pop
         self._unwatched: set[str] = set()  # named queues nobody here waits on any more (see stop_waiting)
+        self._cancelled_doorbells: list[tuple[Channel, str]] = []  # cancelled without waiting for cancel-ok
         self._bound: dict[str, int] = {}  # process queue -> Link.generation its groups were re-bound in
         self._keepalive: asyncio.Task[None] | None = None
         link.on_lost = self._on_lost
@@ -349,7 +350,12 @@ class AMQPBackend(Backend):
             await self.declared.channels({queue: self.capacity_for(queue)})
             try:
                 while len(items) < limit:
+                    before = len(self._cancelled_doorbells)
                     body = await self.link.get(name)
+                    if before:  # this get was sent after those cancels: their deliveries are all in
+                        for channel, tag in self._cancelled_doorbells[:before]:
+                            channel.forget_cancelled(tag)
+                        del self._cancelled_doorbells[:before]
                     if body is None:
                         break
                     items.append(body)
@@ -374,20 +380,26 @@ class AMQPBackend(Backend):
         """Wait until ``name`` probably holds a message, without taking it (so any reader may get it); False
         when the wait ended for another reason (timeout, nobody waits any more) and the pop should return."""
         rang: asyncio.Future[bool] = self.link.loop.create_future()
+        consumer: list[tuple[Channel, str]] = []
 
-        def on_message(ch: Any, method: Any, _props: Any, _body: bytes) -> None:
-            if not ch.cancelling(method.consumer_tag):  # first: the rejected message must not come back to us
-                ch.basic_cancel(method.consumer_tag)
+        def on_message(ch: Channel, method: Any, _props: Any, _body: bytes) -> None:
+            # The cancel goes out before the reject: a consumer still running when the broker requeues the message
+            # would get it back, and a basic.get meanwhile would take the message behind it (out of order).
+            self._cancel_doorbell(ch, method.consumer_tag)
             ch.basic_reject(method.delivery_tag, requeue=True)
             if not rang.done():
                 rang.set_result(True)
 
+        def start(ch: Channel, done: Any) -> None:
+            consumer.append((ch, ch.basic_consume(name, on_message, auto_ack=False, callback=done)))
+
         self._listening[name] = rang
         try:
-            tag = await self.link.consume(name, on_message, auto_ack=False)
+            await self.link.call(start, name)
         except BaseException:
             self._listening.pop(name, None)
             raise
+        channel, tag = consumer[-1]
         self._doorbells[tag] = rang
         timer = self.link.loop.call_later(timeout, _ring, rang, False)
         try:
@@ -396,7 +408,13 @@ class AMQPBackend(Backend):
             timer.cancel()
             self._doorbells.pop(tag, None)
             self._listening.pop(name, None)
-            self.link.cancel(tag)  # no-op when it already cancelled itself
+            if channel.is_open:
+                self._cancel_doorbell(channel, tag)  # no-op when it already cancelled itself
+
+    def _cancel_doorbell(self, channel: Channel, tag: str) -> None:
+        if not channel.cancelling(tag):
+            channel.cancel_at_once(tag)
+            self._cancelled_doorbells.append((channel, tag))
 
     # -- consumer loss ----------------------------------------------------------------------------------------
 

@@ -64,6 +64,22 @@ class Channel(pika.channel.Channel):  # type: ignore[misc]
         """Whether ``basic.cancel`` was already sent for this consumer."""
         return consumer_tag in self._cancelled
 
+    def cancel_at_once(self, consumer_tag: str) -> None:
+        """``basic.cancel`` (nowait), written now, ahead of the calls pika holds back while another call of this
+        channel waits for its reply: the broker then stops the consumer before it sees what we send next (a
+        reject that requeues a message must not hand it straight back to this consumer).  Deliveries the broker
+        sent before are rejected back by pika; call :meth:`forget_cancelled` once a later reply has arrived."""
+        if consumer_tag in self._cancelled or consumer_tag not in self._consumers:
+            return
+        self._cancelled.add(consumer_tag)
+        del self._consumers[consumer_tag]
+        self._consumers_with_noack.discard(consumer_tag)
+        self._send_method(spec.Basic.Cancel(consumer_tag=consumer_tag, nowait=True))
+
+    def forget_cancelled(self, consumer_tag: str) -> None:
+        """A reply to a call sent after :meth:`cancel_at_once` arrived: nothing more can come for the consumer."""
+        self._cancelled.discard(consumer_tag)
+
 
 class Connection(AsyncioConnection):  # type: ignore[misc]
     """pika's asyncio connection with the hot frames coded here (see the module documentation)."""
