@@ -55,7 +55,10 @@ DECLARABLE: dict[str, str] = {
 }
 
 #: Capabilities a check may need; anything else in ``needs`` is a bug in the suite.
-CAPABILITIES = ("groups", "flush", "close", "shares_state", "process_target", "asgiref", *DECLARABLE)
+CAPABILITIES = (
+    "groups", "flush", "close", "shares_state", "process_target", "refused_target", "asgiref", "channels",
+    *DECLARABLE,
+)
 
 #: Skip reasons start with one of these, so the report can tell "the requirement does not apply to this design"
 #: from "the suite could not run it here".
@@ -223,6 +226,12 @@ class Harness:
             if not self.knobs.shares_state:
                 return f"{NOT_APPLICABLE}instances do not share state, so no other process can (knob shares_state)"
             return f"{NOT_RUN}no second-process target was given (knob process_target)"
+        if need == "refused_target":
+            return None if self.knobs.refused_target else f"{NOT_APPLICABLE}no target the server refuses " \
+                                                          f"(knob refused_target)"
+        if need == "channels":
+            return None if importlib.util.find_spec("channels") else f"{NOT_APPLICABLE}Django Channels is not " \
+                                                                     f"installed"
         if need == "asgiref":
             return None if importlib.util.find_spec("asgiref") else f"{NOT_RUN}asgiref is not installed"
         raise ValueError(f"unknown capability {need!r}; known: {', '.join(CAPABILITIES)}")
@@ -295,10 +304,10 @@ class Harness:
         return [await self.receive(layer, channel) for _ in range(count)]
 
     async def listening(self, *channels: str) -> None:
-        """Let receives just started on ``channels`` get ready.  A layer whose named channels keep nothing sent
-        before a receive (it lacks ``named_backlog``) subscribes in receive(): give it the settle period."""
-        named = any("!" not in channel for channel in channels)
-        await asyncio.sleep(self.knobs.settle if named and not self.knobs.has("named_backlog") else 0)
+        """Let receives just started on ``channels`` get ready before a send.  A layer whose named channels keep
+        nothing sent before a receive (pub/sub designs) subscribes inside receive(): a named channel gets the
+        settle period, so that checks of other features never depend on a named backlog."""
+        await asyncio.sleep(self.knobs.settle if any("!" not in channel for channel in channels) else 0)
 
     def reader(self, layer: Any, channel: str, count: int = 1) -> asyncio.Task[list[Message]]:
         """Start receiving ``count`` messages on ``channel`` now (await :meth:`listening` before sending)."""
@@ -313,11 +322,27 @@ class Harness:
         return (await waiting)[0]
 
     async def expect_nothing(self, layer: Any, channel: str, why: str = "") -> None:
-        """Fail if a message arrives on ``channel`` within the ``settle`` period."""
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), self.knobs.settle)
-        except asyncio.TimeoutError:
-            return
+        """Fail if a message arrives on ``channel`` within the ``settle`` period.
+
+        The receive that watches is never cancelled (a cancelled receive unsubscribes on some pub/sub designs, and
+        what cancellation does is R-CANCEL's business): after the settle period the suite sends a marker to the
+        channel, which that same receive must return; anything else it returns is the unexpected message."""
+        waiting = asyncio.ensure_future(layer.receive(channel))
+        done, _ = await asyncio.wait({waiting}, timeout=self.knobs.settle)
+        if not done:
+            marker = {"spec_marker": uuid.uuid4().hex}
+            try:
+                await layer.send(channel, marker)
+                done, _ = await asyncio.wait({waiting}, timeout=self.knobs.receive_wait)
+            except Exception:  # e.g. ChannelFull on a process's shared capacity: nothing more to learn here
+                done = set()
+            if not done:  # the marker did not come back: nothing unexpected was seen, whatever became of it
+                waiting.cancel()
+                await asyncio.gather(waiting, return_exceptions=True)
+                return
+            if waiting.exception() is None and waiting.result() == marker:
+                return
+        message = waiting.result()  # raises what receive() raised
         raise AssertionError(f"unexpected message on {channel!r}{': ' + why if why else ''}: {message!r}")
 
     async def outlive(self, seconds: float) -> None:

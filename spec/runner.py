@@ -75,6 +75,8 @@ class Probe:
     spec_knobs: dict[str, Any]
     shares_state: bool | None = None
     prefix_accepted: bool = False
+    #: Declarable capabilities the probe found missing (only ``named_backlog`` is discovered).
+    lacking: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -113,7 +115,8 @@ class SuiteRun:
         """Everything the report shows, for tools (the compatibility table)."""
         return {
             "target": self.target, "knobs": _jsonable(self.knobs.__dict__), "verdicts": self.verdicts,
-            "exit_status": self.exit_code, "exit_meaning": EXIT_STATUSES[self.exit_code], "notes": self.notes,
+            "exit_status": self.exit_code, "exit_code": self.exit_code, "exit_meaning": EXIT_STATUSES[self.exit_code],
+            "notes": self.notes,
             "crash": self.crash, "seconds": round(self.seconds, 1),
             "requirements": [result.as_json() for result in self.results.values()],
         }
@@ -182,6 +185,11 @@ def run_suite(
     suite_knobs = dict(chosen)
     if probe.shares_state is not None and "shares_state" not in chosen:
         suite_knobs["shares_state"] = probe.shares_state
+    if probe.lacking:
+        declared_lacks = Knobs.resolve(probe.spec_knobs, chosen).lacks
+        suite_knobs["lacks"] = [*declared_lacks, *probe.lacking]
+        notes.append(f"discovered lacking: {', '.join(probe.lacking)} (a named channel kept nothing sent before "
+                     "its first receive), so the checks needing it are not applicable")
     resolved = Knobs.resolve(probe.spec_knobs, suite_knobs)
     if resolved.shares_state and not resolved.process_target and isinstance(target, str):
         suite_knobs["process_target"] = target
@@ -296,6 +304,8 @@ async def _probe_once(factory: LayerFactory, knobs: Mapping[str, Any], prefix: s
             await _first_round_trip(layer, declared_knobs)
         else:
             probe.shares_state = await _shares_state(layer, make(), declared_knobs)
+        if declared_knobs.has("named_backlog") and not await _keeps_named_backlog(layer, declared_knobs):
+            probe.lacking.append("named_backlog")
         return probe
     finally:
         for layer in made:
@@ -340,6 +350,17 @@ async def _shares_state(first: Any, second: Any, knobs: Knobs) -> bool:
             await waiting
 
 
+async def _keeps_named_backlog(layer: Any, knobs: Knobs) -> bool:
+    """Whether a message sent to a named channel nobody receives on yet is there for a later receive()."""
+    channel = f"spec.backlog.{uuid.uuid4().hex[:12]}"
+    await asyncio.wait_for(layer.send(channel, {"probe": True}), knobs.timeout)
+    try:
+        await asyncio.wait_for(layer.receive(channel), max(2.0, 4 * knobs.settle))
+    except asyncio.TimeoutError:
+        return False
+    return True
+
+
 def _capability_notes(probe: Probe, knobs: Knobs, chosen: Mapping[str, Any]) -> list[str]:
     notes = [
         f"layer class: {probe.layer_class.__module__}.{probe.layer_class.__qualname__}; "
@@ -357,7 +378,7 @@ def _capability_notes(probe: Probe, knobs: Knobs, chosen: Mapping[str, Any]) -> 
                      "the cross-process requirements (R-MULTI-*, R-FLUSH-3) are not applicable; if that is wrong, "
                      "give --knob shares_state=true")
     if knobs.lacks:
-        notes.append(f"declared lacking (knob lacks): {', '.join(knobs.lacks)}")
+        notes.append(f"capabilities lacking (knob lacks, or discovered): {', '.join(knobs.lacks)}")
     return notes
 
 

@@ -80,7 +80,8 @@ class NameChecks:
     @check("R-NAMES-3", "groups")
     async def test_r_names_3_invalid_group_names_refused(self, harness: Harness) -> None:
         """R-NAMES-3: group_add, group_discard and group_send refuse bad group names with TypeError."""
-        await _names_refused(harness, await harness.layer(), [], BAD_GROUPS)
+        layer = await harness.layer()
+        await _names_refused(harness, layer, [], BAD_GROUPS, member=await harness.new_channel(layer))
 
     @check("R-NAMES-4")
     async def test_r_names_4_errors_name_the_value(self, harness: Harness) -> None:
@@ -96,12 +97,16 @@ class NameChecks:
     async def test_r_names_5_name_rules_are_exact(self, harness: Harness) -> None:
         """R-NAMES-5: a trailing newline, and non-ASCII letters after '!', are refused too."""
         groups = PRECISE_GROUPS if "groups" in harness.extensions else []
-        await _names_refused(harness, await harness.layer(), PRECISE_CHANNELS, groups)
+        layer = await harness.layer()
+        await _names_refused(harness, layer, PRECISE_CHANNELS, groups, member=await harness.new_channel(layer))
 
 
-async def _names_refused(harness: Harness, layer: Any, channels: list[Any], groups: list[Any]) -> None:
+async def _names_refused(
+    harness: Harness, layer: Any, channels: list[Any], groups: list[Any], member: str = "spec.member"
+) -> None:
     """Every call taking a channel name refuses each of ``channels`` (group calls only with the extension), and
-    every group call refuses each of ``groups``, with TypeError."""
+    every group call refuses each of ``groups`` (for ``member``, one of the layer's own channels), with
+    TypeError."""
     with_groups = "groups" in harness.extensions
     for name in channels:
         await refused(layer.send(name, {"x": 1}), f"send({name!r})")
@@ -110,8 +115,8 @@ async def _names_refused(harness: Harness, layer: Any, channels: list[Any], grou
             await refused(layer.group_add("spec.names", name), f"group_add('spec.names', {name!r})")
             await refused(layer.group_discard("spec.names", name), f"group_discard('spec.names', {name!r})")
     for name in groups:
-        await refused(layer.group_add(name, "spec.member"), f"group_add({name!r}, 'spec.member')")
-        await refused(layer.group_discard(name, "spec.member"), f"group_discard({name!r}, 'spec.member')")
+        await refused(layer.group_add(name, member), f"group_add({name!r}, {member!r})")
+        await refused(layer.group_discard(name, member), f"group_discard({name!r}, {member!r})")
         await refused(layer.group_send(name, {"x": 1}), f"group_send({name!r})")
 
 

@@ -25,10 +25,10 @@ async def _round_trip(harness: Harness, layer: Any, channels: list[str], tag: st
         same(await harness.deliver(layer, channel, {"tag": tag}), {"tag": tag}, f"{tag}: message on {channel!r}")
     if "groups" in harness.extensions:
         group = harness.name("group")
+        readers = [harness.reader(layer, channel) for channel in channels]  # receiving first, as in R-GROUP-1
+        await harness.listening(*channels)
         for channel in channels:
             await layer.group_add(group, channel)
-        readers = [harness.reader(layer, channel) for channel in channels]
-        await harness.listening(*channels)
         await layer.group_send(group, {"group": tag})
         for channel, received in zip(channels, await asyncio.gather(*readers), strict=True):
             same(received, [{"group": tag}], f"{tag}: group message on {channel!r}")

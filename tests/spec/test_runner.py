@@ -15,7 +15,7 @@ import pytest
 
 from spec import run_suite
 from spec.report import FAIL, NA, PASS
-from spec.runner import EXIT_CORE, EXIT_STRICT, EXIT_UNUSABLE, EXIT_USAGE
+from spec.runner import EXIT_CORE, EXIT_CRASH, EXIT_STRICT, EXIT_UNUSABLE, EXIT_USAGE
 
 from .variants import BuiltInLoop, CloseRaises, Counted, LoopOnlyAttributes
 
@@ -126,3 +126,11 @@ def test_core_failure_exit_status() -> None:
     done = _spec("channels.layers.InMemoryChannelLayer", "--pytest-args", "-k r_api_1")
     assert done.returncode == EXIT_CORE, done.stdout
     assert "Core         FAIL" in done.stdout
+
+
+def test_a_crash_of_pytest_still_prints_the_report() -> None:
+    done = _spec(MINIMAL, "--pytest-args", "-p tests.spec.crash_plugin -k 'r_api_1 or r_deliv_3 or r_proc_1'")
+    assert done.returncode == EXIT_CRASH, done.stdout + done.stderr
+    assert "R-API-1" in done.stdout and "R-COMPAT-1" in done.stdout, done.stdout  # the whole report
+    assert "\n  pass       R-" in done.stdout, "what ran before the crash is reported"
+    assert "THE RUNNER CRASHED" in done.stdout and "AST constructor recursion depth mismatch" in done.stdout
