@@ -1,12 +1,15 @@
-"""End-to-end tests: the ``e2e`` marker and a summary of the measured delivery times at the end of the run."""
+"""End-to-end tests: the ``e2e`` marker, the ``site`` fixture, and a summary of the measured delivery times."""
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.e2e.sites import BACKENDS, Site, run_site
 
 REPORT_KEY = pytest.StashKey[list[dict[str, Any]]]()
 
@@ -14,6 +17,12 @@ REPORT_KEY = pytest.StashKey[list[dict[str, Any]]]()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "e2e: starts real ASGI servers and a worker on a real channel layer")
     config.stash[REPORT_KEY] = []
+
+
+@pytest.fixture(scope="module", params=list(BACKENDS))
+def site(request: pytest.FixtureRequest) -> Iterator[Site]:
+    """The chat example's two ASGI servers and its worker on one server backend (once per test module)."""
+    yield from run_site(request)
 
 
 @pytest.fixture

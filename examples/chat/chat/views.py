@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -24,6 +25,15 @@ def broadcast(request: HttpRequest, room: str) -> HttpResponse:
         text = request.POST.get("text", "")
     async_to_sync(get_channel_layer().group_send)(room_group(room), chat_message(room, text, "view"))
     return JsonResponse({"ok": True, "room": room, "server": os.getpid()})
+
+
+ROOM_PAGE = Path(__file__).resolve().parent / "static" / "room.html"
+
+
+@require_GET
+def room_page(request: HttpRequest, room: str = "lobby") -> HttpResponse:
+    """``/`` (the lobby) and ``/rooms/<room>/``: one HTML page; its script reads the room from the address."""
+    return HttpResponse(ROOM_PAGE.read_bytes(), content_type="text/html; charset=utf-8")
 
 
 @require_GET

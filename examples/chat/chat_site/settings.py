@@ -15,6 +15,7 @@ ROOT_URLCONF = "chat_site.urls"
 ASGI_APPLICATION = "chat_site.asgi.application"
 DATABASES: dict[str, dict[str, str]] = {}  # nothing here needs one
 USE_TZ = True
+TIME_ZONE = "UTC"  # Django's default is America/Chicago: log times would be off for everyone else
 
 CHANNEL_LAYERS = {
     "default": {
