@@ -3,15 +3,21 @@
 from .backend import Backend, Push
 from .core import BackendChannelLayer, BaseChannelLayer
 from .errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BackendRefused,
     BackendUnavailable,
     ChannelFull,
+    ChannelNotOwned,
     ConfigError,
+    DatabaseNotFound,
     InvalidChannelName,
     InvalidGroupName,
     InvalidMessage,
     InvalidName,
     LayerError,
     MessageTooLarge,
+    TLSVerificationFailed,
 )
 from .memory import InMemoryChannelLayer
 from .serialization import Serializer, register_serializer
@@ -20,12 +26,17 @@ from .settings import from_config, from_url, get_channel_layer
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
+    "AuthenticationFailed",
     "Backend",
     "BackendChannelLayer",
+    "BackendRefused",
     "BackendUnavailable",
     "BaseChannelLayer",
     "ChannelFull",
+    "ChannelNotOwned",
     "ConfigError",
+    "DatabaseNotFound",
     "InMemoryChannelLayer",
     "InvalidChannelName",
     "InvalidGroupName",
@@ -35,6 +46,7 @@ __all__ = [
     "MessageTooLarge",
     "Push",
     "Serializer",
+    "TLSVerificationFailed",
     "from_config",
     "from_url",
     "get_channel_layer",

@@ -14,16 +14,26 @@ import logging
 import math
 import time
 import uuid
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Backend, FanOut, Push
 from .capacity import CapacityRules, Pattern
 from .envelope import pack_item, unpack_item
-from .errors import BackendUnavailable, ChannelFull, ConfigError, LayerError, MessageTooLarge
-from .names import check_channel, check_group, process_part
+from .errors import (
+    BackendRefused,
+    BackendUnavailable,
+    ChannelFull,
+    ChannelNotOwned,
+    ConfigError,
+    InvalidChannelName,
+    LayerError,
+    MessageTooLarge,
+)
+from .names import MAX_NAME_LENGTH, check_channel, check_group, process_part
 from .serialization import Message, Serializer, decode_message, encode_message, get_serializer
 
 __all__ = ["BackendChannelLayer", "BaseChannelLayer"]
@@ -32,13 +42,29 @@ log = logging.getLogger("layers")
 
 Entry = tuple[float, bytes]  # (deadline, serialized payload) waiting in a local buffer
 
+if TYPE_CHECKING:
 
-class BaseChannelLayer(abc.ABC):
+    class _ChannelsLayer:
+        """Stands in for channels.layers.BaseChannelLayer."""
+
+else:
+    try:  # Channels is optional; when present our layers are also its layers (isinstance checks in Channels code).
+        from channels.layers import BaseChannelLayer as _ChannelsLayer
+    except ImportError:  # pragma: no cover - exercised without Channels installed
+
+        class _ChannelsLayer:
+            """Stands in for channels.layers.BaseChannelLayer."""
+
+
+class BaseChannelLayer(_ChannelsLayer, abc.ABC):
     """The async API Django Channels calls, and the settings every layer shares.
 
     Subclass :class:`BackendChannelLayer` to write a backend; subclass this only to implement the whole API
-    yourself (the conformance suite in ``spec`` then tells you what you got right).
+    yourself (the conformance suite in ``spec`` then tells you what you got right).  With Channels installed it
+    is a ``channels.layers.BaseChannelLayer``, whose helpers it provides with this project's rules.
     """
+
+    MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
     ChannelFull: ClassVar[type[ChannelFull]] = ChannelFull
@@ -118,6 +144,55 @@ class BaseChannelLayer(abc.ABC):
     async def close(self) -> None:
         """Release connections; idempotent, and a later call reopens lazily."""
 
+    async def close_pools(self) -> None:
+        """channels_redis's name for :meth:`close`."""
+        await self.close()
+
+    # -- the helpers of channels.layers.BaseChannelLayer, with this project's rules ------------------------------
+
+    def require_valid_channel_name(self, name: str, receive: bool = False) -> bool:
+        """True for a valid channel name, else ``InvalidChannelName`` (a ``TypeError``) naming it and the rule.
+        ``receive`` is accepted for Channels' signature: ``receive()`` here takes full process-local names."""
+        check_channel(name)
+        return True
+
+    def require_valid_group_name(self, name: str) -> bool:
+        """True for a valid group name, else ``InvalidGroupName`` (a ``TypeError``) naming it and the rule."""
+        check_group(name)
+        return True
+
+    def valid_channel_names(self, names: list[str], receive: bool = False) -> bool:
+        """True if ``names`` is a non-empty list of valid channel names."""
+        if not isinstance(names, list) or not names:
+            raise InvalidChannelName(f"names must be a non-empty list of channel names, not {names!r}")
+        for name in names:
+            check_channel(name)
+        return True
+
+    def valid_channel_name(self, channel_name: str, receive: bool = False) -> bool:
+        """Deprecated in Channels: use :meth:`require_valid_channel_name`."""
+        warnings.warn("valid_channel_name is deprecated, use require_valid_channel_name instead.",
+                      DeprecationWarning, stacklevel=2)
+        return self.require_valid_channel_name(channel_name)
+
+    def valid_group_name(self, group_name: str) -> bool:
+        """Deprecated in Channels: use :meth:`require_valid_group_name`."""
+        warnings.warn("valid_group_name is deprecated, use require_valid_group_name instead.",
+                      DeprecationWarning, stacklevel=2)
+        return self.require_valid_group_name(group_name)
+
+    def match_type_and_length(self, name: object) -> bool:
+        """Whether ``name`` is a ``str`` shorter than :attr:`MAX_NAME_LENGTH`."""
+        return type(name) is str and len(name) < self.MAX_NAME_LENGTH
+
+    def non_local_name(self, name: str) -> str:
+        """The part of a process-local channel up to and including ``!``; a named channel's whole name."""
+        return process_part(name) or name
+
+    def get_capacity(self, channel: str) -> int:
+        """The capacity of ``channel``: of its process (non-local part) for a process-local channel (spec R-CAP-3)."""
+        return self.capacity_rules.lookup(process_part(channel) or channel)
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} prefix={self.prefix!r}>"
 
@@ -177,6 +252,7 @@ class BackendChannelLayer(BaseChannelLayer):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.client_prefix = uuid.uuid4().hex[:12]
+        self._own_suffix = f".{self.client_prefix}!"  # how the non-local part of this instance's channels ends
         self.group_drops = 0  # members skipped by group_send because they were full
         self._buffers: dict[str, deque[Entry]] = {}
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
@@ -234,7 +310,14 @@ class BackendChannelLayer(BaseChannelLayer):
 
     async def receive(self, channel: str) -> Message:
         check_channel(channel)
-        queue = process_part(channel) or channel
+        proc = process_part(channel)
+        if proc is not None and not proc.endswith(self._own_suffix):
+            raise ChannelNotOwned(
+                f"receive({channel!r}) refused: that process-local channel belongs to another layer instance (its "
+                f"non-local part {proc!r} does not end in this instance's {self._own_suffix!r}); only the instance "
+                "whose new_channel() made it can receive it (any instance may send to it)"
+            )
+        queue = proc or channel
         while True:
             entry = self._take_buffered(channel)
             if entry is None:
@@ -438,6 +521,15 @@ class _LoopState:
             del self.waiting[queue]
             self.backend.stop_waiting(queue)
 
+    def _refuse(self, queue: str, error: BackendRefused) -> None:
+        """Fail every receiver waiting on a channel of ``queue`` with ``error``."""
+        for channel in [channel for channel in self.waiters if (process_part(channel) or channel) == queue]:
+            for future in self.waiters.pop(channel):
+                if not future.done():
+                    future.set_exception(error)
+        if self.waiting.pop(queue, None):
+            self.backend.stop_waiting(queue)
+
     def file(self, channel: str, queue: str, entry: Entry, front: bool = False) -> None:
         """Hand ``entry`` to the oldest receiver waiting on ``channel`` (of ``queue``), else keep it buffered."""
         waiters = self.waiters.get(channel)
@@ -457,6 +549,10 @@ class _LoopState:
                 limit = (self.backend.named_pop_limit or self.waiting[queue]) if named else self.layer.receive_batch
                 try:
                     items = await self.backend.pop(queue, limit, self.layer.poll_timeout)
+                except BackendRefused as exc:  # retrying cannot help: every receiver of this queue hears it now
+                    log.warning("receive from %r refused: %s", queue, exc)
+                    self._refuse(queue, exc)
+                    return
                 except Exception as exc:
                     delay = _next_delay(delay, self.layer.retry_delays)
                     log.warning(

@@ -11,15 +11,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __all__ = [
+    "AccessDenied",
+    "AuthenticationFailed",
+    "BackendRefused",
     "BackendUnavailable",
     "ChannelFull",
+    "ChannelNotOwned",
     "ConfigError",
+    "DatabaseNotFound",
     "InvalidChannelName",
     "InvalidGroupName",
     "InvalidMessage",
     "InvalidName",
     "LayerError",
     "MessageTooLarge",
+    "TLSVerificationFailed",
+    "caused_by",
 ]
 
 if TYPE_CHECKING:
@@ -65,6 +72,14 @@ class InvalidGroupName(InvalidName):
     """A group name breaks the naming rules."""
 
 
+class ChannelNotOwned(LayerError, TypeError):
+    """``receive()`` of a process-local channel that another layer instance created: only its owner receives it.
+
+    A ``TypeError`` like the name errors (Channels code expects ``TypeError`` for a channel ``receive()`` cannot
+    take), but not an ``InvalidChannelName``: the name itself is valid, and any layer may send to it.
+    """
+
+
 class InvalidMessage(LayerError, TypeError):
     """A message is not a dict with str keys and serializable values."""
 
@@ -75,3 +90,46 @@ class ConfigError(LayerError, ValueError):
 
 class BackendUnavailable(LayerError, ConnectionError):
     """The backend server could not be reached (or did not answer) within the layer's time limit."""
+
+
+class BackendRefused(ConfigError):
+    """The server answered and refused this client for a reason retrying cannot heal: fix the settings.
+
+    ``send`` and pending ``receive()`` calls raise it at once instead of retrying.  Not a ``BackendUnavailable``
+    (nor a ``ConnectionError``): code that retries unavailable servers, ours and the drivers', must not retry it.
+    """
+
+
+class AuthenticationFailed(BackendRefused):
+    """Wrong user name or password, or a user (PostgreSQL role) the server does not know."""
+
+
+class AccessDenied(BackendRefused):
+    """The user is known but not allowed in (permissions, ``pg_hba.conf``, a vhost the user may not use)."""
+
+
+class DatabaseNotFound(BackendRefused):
+    """The database does not exist: a PostgreSQL database, an AMQP virtual host, a Redis database number."""
+
+
+class TLSVerificationFailed(BackendRefused):
+    """The server's TLS certificate failed verification (unknown CA, wrong host name, expired)."""
+
+
+def caused_by(
+    error: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
+) -> BaseException | None:
+    """The first exception of ``kinds`` in ``error``'s chain (itself, ``__cause__``, ``__context__`` and exceptions
+    carried in ``args``, as drivers wrap them), or None; for backends mapping driver errors onto this tree."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kinds):
+            return current
+        todo.extend(arg for arg in current.args if isinstance(arg, BaseException))
+        todo.extend(link for link in (current.__cause__, current.__context__) if link is not None)
+    return None

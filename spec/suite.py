@@ -32,6 +32,7 @@ from .checks.groups import GroupChecks
 from .checks.lifecycle import CloseChecks, FlushChecks, SyncChecks
 from .checks.limits import CapacityChecks, ExpiryChecks, GroupExpiryChecks
 from .checks.multi import MultiChecks
+from .checks.ownership import OwnershipChecks
 from .harness import Harness, Knobs
 from .target import LayerFactory
 
@@ -54,6 +55,7 @@ class ConformanceSuite(
     CancelChecks,
     SyncChecks,
     MultiChecks,
+    OwnershipChecks,
 ):
     """Every check of ``SPEC.md``.  Not collected itself (its name does not start with ``Test``)."""
 

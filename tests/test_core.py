@@ -207,10 +207,10 @@ def test_redact_url_hides_passwords() -> None:
     assert redact_url("amqp://guest@host") == "amqp://guest@host"
 
 
-def test_core_imports_no_framework() -> None:
-    code = "import sys, layers; print(sorted(m for m in ('django', 'channels', 'redis') if m in sys.modules))"
+def test_core_imports_no_backend_driver() -> None:
+    code = "import sys, layers; print(sorted(m for m in ('redis', 'psycopg', 'pika') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() in ("[]", "['channels']")  # channels.exceptions only, to share ChannelFull
+    assert out.strip() == "[]"
 
 
 # -- local state --------------------------------------------------------------------------------------------
@@ -281,14 +281,86 @@ def test_unknown_and_peer_options_are_config_errors_with_hints() -> None:
         layers.from_config({"BACKEND": "layers.InMemoryChannelLayer", "CONFIG": {"local_capacity": 10}})
 
 
-def test_core_works_without_channels_installed() -> None:
-    code = (
-        "import sys; sys.modules['channels'] = None; sys.modules['channels.exceptions'] = None\n"
+_ONLY_MSGPACK = """
+import sys
+
+class OnlyStdlibAndMsgpack:  # every third-party package but msgpack is "not installed"
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in sys.stdlib_module_names or top in ("layers", "msgpack"):
+            return None
+        raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+
+sys.meta_path.insert(0, OnlyStdlibAndMsgpack())
+"""
+
+
+def test_core_works_with_only_msgpack_installed() -> None:
+    code = _ONLY_MSGPACK + (
         "import asyncio, layers\n"
-        "l = layers.InMemoryChannelLayer(capacity=1)\n"
+        "l = layers.from_url('memory://?capacity=1')\n"
+        "assert all(c.__module__.startswith(('layers', 'abc', 'builtins')) for c in type(l).__mro__)\n"
+        "assert l.require_valid_channel_name('a!b') and l.non_local_name('a!b') == 'a!' and l.get_capacity('x') == 1\n"
         "async def main():\n    await l.send('c', {})\n    try:\n        await l.send('c', {})\n"
-        "    except layers.ChannelFull:\n        print('full')\n"
+        "    except layers.ChannelFull:\n        print('full')\n    await l.close_pools()\n"
         "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] in ('channels', 'django', 'asgiref')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "full"
+    assert out.split("\n")[:2] == ["full", "[]"]
+
+
+def test_layers_are_channels_layers_with_our_name_rules() -> None:
+    channels_layers = pytest.importorskip("channels.layers")
+    layer = layers.InMemoryChannelLayer(capacity=3, channel_capacity={"specific.*!": 9, "big.*": 50})
+    assert isinstance(layer, channels_layers.BaseChannelLayer)
+    assert layer.MAX_NAME_LENGTH == channels_layers.BaseChannelLayer.MAX_NAME_LENGTH == 100
+    local = run(layer.new_channel())
+    assert layer.get_capacity(local) == 9  # the process's capacity (R-CAP-3), as send applies it
+    assert layer.get_capacity("big.x") == 50
+    assert layer.get_capacity("other") == 3
+    assert layer.non_local_name(local) == local[: local.index("!") + 1]
+    assert layer.non_local_name("named") == "named"
+    assert layer.require_valid_channel_name(local, receive=True) is True  # our receive takes full local names
+    assert layer.valid_channel_names([local, "a"]) is True
+    for bad in ("bad\n", "ünï", "x" * 100):  # Channels' own regex accepts the first two
+        with pytest.raises(layers.InvalidChannelName, match=re.escape(repr(bad))):
+            layer.require_valid_channel_name(bad)
+    with pytest.raises(layers.InvalidGroupName):
+        layer.require_valid_group_name("group!x")
+    with pytest.raises(TypeError):
+        layer.valid_channel_names([])
+    with pytest.warns(DeprecationWarning):
+        assert layer.valid_channel_name("a") is True
+    with pytest.warns(DeprecationWarning):
+        assert layer.valid_group_name("a") is True
+    assert not layer.match_type_and_length("x" * 100)
+
+
+def test_close_pools_is_close() -> None:
+    layer = layers.InMemoryChannelLayer()
+
+    async def use() -> None:
+        await layer.send("c", {"n": 1})
+        await layer.close_pools()
+        await layer.close_pools()
+        assert (await layer.receive("c")) == {"n": 1}  # close releases connections, not data (R-CLOSE-2)
+        await layer.close_pools()
+        assert not layer._loops
+
+    run(use())
+
+
+def test_foreign_local_channel_receive_is_refused_also_through_async_to_sync() -> None:
+    asgiref = pytest.importorskip("asgiref.sync")
+    owner, other = layers.InMemoryChannelLayer(), layers.InMemoryChannelLayer()
+    channel = asgiref.async_to_sync(owner.new_channel)()
+    with pytest.raises(layers.ChannelNotOwned, match=re.escape(repr(channel))) as refused:
+        asgiref.async_to_sync(other.receive)(channel)
+    assert isinstance(refused.value, TypeError) and not isinstance(refused.value, layers.InvalidChannelName)
+    for i in range(3):  # each call runs on a new event loop; the channel stays the owner's
+        asgiref.async_to_sync(owner.send)(channel, {"i": i})
+        assert asgiref.async_to_sync(owner.receive)(channel) == {"i": i}
+    bare = channel[: channel.index("!") + 1]  # the process part itself is the owner's channel too
+    asgiref.async_to_sync(owner.send)(bare, {"bare": True})
+    assert asgiref.async_to_sync(owner.receive)(bare) == {"bare": True}
