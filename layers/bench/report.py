@@ -230,12 +230,18 @@ def plot(best: Sequence[Result], targets: Sequence[Target], workloads: Sequence[
         bars = ax.bar(xs, rates, width, label=target.name)
         for bar, rate in zip(bars, rates, strict=True):
             if not rate:  # a failing or not applicable run: say so where its bar would be
-                ax.annotate("-", (bar.get_x() + bar.get_width() / 2, 0), ha="center", va="bottom")
+                ax.annotate("n/a", (bar.get_x() + bar.get_width() / 2, 0.01), xycoords=("data", "axes fraction"),
+                            ha="center", va="bottom", fontsize=8, color="gray", rotation=90)
     ax.set_xticks([w + width * (len(targets) - 1) / 2 for w in range(len(workloads))], workloads,
                   rotation=30 if len(workloads) > 5 else 0, ha="right" if len(workloads) > 5 else "center")
-    ax.set_ylabel("messages (deliveries) per second")
+    rates = [rate for rate in by_key.values() if rate]
+    if rates and max(rates) > 30 * min(rates):  # on a linear axis the small bars would be invisible
+        ax.set_yscale("log")
+        ax.set_ylabel("messages (deliveries) per second, log scale")
+    else:
+        ax.set_ylabel("messages (deliveries) per second")
     ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:,.0f}"))
-    ax.set_title("channel-layers throughput, best round\n(a missing bar is a run that failed or does not apply)",
+    ax.set_title("channel-layers throughput, best round\n(n/a: the run failed or does not apply; see the table)",
                  fontsize=11)
     # Below the axes, so it never covers a bar.
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 if len(workloads) > 5 else -0.1),
