@@ -199,3 +199,15 @@ def test_bench_against_an_unreachable_server_stops_at_once(target: str) -> None:
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "cannot reach" in done.stderr and "nothing was run" in done.stderr, done.stderr
     assert done.stdout.strip() == "" and time.monotonic() - started < 30
+
+
+def test_commands_work_without_pytest() -> None:
+    """`pip install 'channel-layers[cli]'` has no pytest: only `layers check` needs it, and says so."""
+    code = ("import sys; sys.modules['pytest'] = None; from layers.cli import main; "
+            "sys.exit(main(sys.argv[1:]))")
+    bench = subprocess.run([sys.executable, "-c", code, "bench", "-n", "50", "--rounds", "1", "--workload", "named"],
+                           capture_output=True, text=True, timeout=120)
+    assert bench.returncode == 0 and "named" in bench.stdout, bench.stderr
+    check = subprocess.run([sys.executable, "-c", code, "check", "memory://"], capture_output=True, text=True,
+                           timeout=60)
+    assert check.returncode == 2 and "pip install pytest" in check.stderr, check.stderr
