@@ -172,8 +172,8 @@ def render(results: dict[str, RequirementResult]) -> list[str]:
     if not any(failing.values()):
         lines.append("Result: PASS (every tier)")
     else:
-        parts = [f"{tier} FAIL ({', '.join(ids)})" for tier, ids in failing.items() if ids]
-        lines.append("Result: " + ("" if failing["core"] else "core PASS; ") + "; ".join(parts))
+        parts = [f"{tier} FAIL ({', '.join(ids)})" if ids else f"{tier} PASS" for tier, ids in failing.items()]
+        lines.append("Result: " + "; ".join(parts))
     return lines
 
 

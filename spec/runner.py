@@ -54,7 +54,8 @@ _PENDING: list[type] = []
 _MODULE = "from spec.runner import _PENDING\n\nTestTarget = _PENDING[-1]\n"
 #: Default pytest options: native tracebacks (pytest's own formatting re-parses source and can die with
 #: "AST constructor recursion depth mismatch" on CPython 3.11 for long chained tracebacks).
-_PYTEST_DEFAULTS = ["-q", "--tb=native", "-p", "no:cacheprovider", "-p", "no:randomly"]
+#: The suite runs its own event loops: pytest-asyncio (and test-order shufflers) stay out of the way.
+_PYTEST_DEFAULTS = ["-q", "--tb=native", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:asyncio"]
 
 
 class TargetUnusable(Exception):
@@ -264,7 +265,7 @@ def _probe(factory: LayerFactory, knobs: Mapping[str, Any], prefix: str | None) 
         error = errors[0]
         if isinstance(error, (TargetUnusable, ValueError, ImportError)):
             raise error
-        raise TargetUnusable(f"{type(error).__name__}: {error}") from error
+        raise TargetUnusable(_error_text(error)) from error
     return result[0]
 
 
@@ -336,18 +337,25 @@ async def _shares_state(first: Any, second: Any, knobs: Knobs) -> bool:
         try:
             await asyncio.wait_for(first.send(channel, {"probe": True}), knobs.timeout)
         except Exception as exc:
-            raise TargetUnusable(f"the first send failed: {type(exc).__name__}: {exc}") from exc
+            raise TargetUnusable(f"the first send failed: {_error_text(exc)}") from exc
         try:
             await asyncio.wait_for(asyncio.shield(waiting), max(2.0, 4 * knobs.settle))
         except asyncio.TimeoutError:
             return False
         except Exception as exc:
-            raise TargetUnusable(f"the first receive failed: {type(exc).__name__}: {exc}") from exc
+            raise TargetUnusable(f"the first receive failed: {_error_text(exc)}") from exc
         return True
     finally:
         waiting.cancel()
         with contextlib.suppress(BaseException):
             await waiting
+
+
+def _error_text(error: BaseException) -> str:
+    text = str(error).strip()
+    if isinstance(error, asyncio.TimeoutError) and not text:
+        return "it timed out (is the server reachable?)"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 async def _keeps_named_backlog(layer: Any, knobs: Knobs) -> bool:
