@@ -81,7 +81,8 @@ def run_rounds(targets: Sequence[Target], workloads: Sequence[str], count: int, 
     results: list[Result] = []
     hung: set[tuple[str, str]] = set()  # a layer that hung once hangs again: later rounds skip it
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    quiet = console is not None and not console.is_terminal  # a pipe or a file: no progress line
+    with Progress(*columns, console=console, transient=True, disable=quiet) as progress:
         task = progress.add_task("benchmarking", total=len(jobs))
         for round_no, workload, target in jobs:
             progress.update(task, description=f"round {round_no + 1}/{rounds} {workload} on {target.name}")
