@@ -17,7 +17,7 @@ import uuid
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backend import Backend, FanOut, Push
@@ -72,6 +72,9 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
 
     #: What the conformance suite may assume about this layer (see ``spec.Knobs``).
     spec_knobs: ClassVar[dict[str, Any]] = {}
+    #: Query options a URL of this layer may carry besides the common ones (its own and its driver's), so that
+    #: ``split_url`` refuses a typo with a suggestion before a driver sees it; None leaves it to ``__init__``.
+    url_options: ClassVar[frozenset[str] | None] = None
 
     def __init__(
         self,
@@ -108,7 +111,7 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
 
         from .settings import split_url
 
-        rest, options = split_url(url)
+        rest, options = split_url(url, cls)
         options.update(parse_qsl(urlsplit(rest).query))  # unknown options reach __init__, which refuses them
         return cls(**{**options, **overrides})
 
@@ -212,14 +215,17 @@ _PEER_OPTIONS = {
 }
 
 
-def _explain_unknown_options(layer: str, unknown: Mapping[str, Any]) -> str:
+def _explain_unknown_options(layer: str, unknown: Iterable[str], known: Iterable[str] = ()) -> str:
+    """Why each of ``unknown`` is refused: what replaces a peer's option, or the closest of the common options and
+    ``known`` (the layer's own)."""
     import difflib
 
+    candidates = [*_COMMON_OPTIONS, *sorted(set(known) - set(_COMMON_OPTIONS))]
     reasons = []
     for key in unknown:
         hint = _PEER_OPTIONS.get(key)
         if hint is None:
-            close = difflib.get_close_matches(key, _COMMON_OPTIONS, n=1)
+            close = difflib.get_close_matches(key, candidates, n=1)
             everyone = ", ".join(_COMMON_OPTIONS)
             hint = f"did you mean {close[0]!r}?" if close else f"options every layer takes: {everyone}"
         reasons.append(f"{key!r} ({hint})")

@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .core import BaseChannelLayer
+from .core import BaseChannelLayer, _explain_unknown_options
 from .errors import ConfigError
 
 __all__ = ["from_config", "from_url", "get_channel_layer", "known_schemes", "redact_url", "split_url"]
@@ -123,12 +123,21 @@ def _django_channel_layers() -> Mapping[str, Any] | None:
     return getattr(settings, "CHANNEL_LAYERS", None)
 
 
-def split_url(url: str) -> tuple[str, dict[str, Any]]:
-    """Split ``url`` into the URL without its layer options and the options, typed."""
+def split_url(url: str, layer: type[BaseChannelLayer] | None = None) -> tuple[str, dict[str, Any]]:
+    """Split ``url`` into the URL without its common layer options and those options, typed.
+
+    With ``layer`` (a class declaring ``url_options``), an option neither common nor the layer's own is refused
+    here with a suggestion (``?capcity=5``: did you mean 'capacity'?) instead of reaching the driver.
+    """
     parts = urlsplit(url)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if layer is not None and layer.url_options is not None:
+        unknown = [key for key, _ in pairs if key not in _COMMON_TYPES and key not in layer.url_options]
+        if unknown:
+            raise ConfigError(_explain_unknown_options(layer.__name__, unknown, layer.url_options))
     options: dict[str, Any] = {}
     kept: list[tuple[str, str]] = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+    for key, value in pairs:
         if key in _COMMON_TYPES:
             options[key] = _coerce(key, value, _COMMON_TYPES[key])
         else:

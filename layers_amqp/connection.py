@@ -18,20 +18,30 @@ import asyncio
 import contextlib
 import logging
 import re
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
+import pika.exceptions
 from pika import spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-from layers.errors import BackendUnavailable
+from layers.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BackendRefused,
+    BackendUnavailable,
+    DatabaseNotFound,
+    TLSVerificationFailed,
+    caused_by,
+)
 
 from .wire import Connection
 
-__all__ = ["ChannelError", "Link"]
+__all__ = ["ChannelError", "Link", "refusal"]
 
 log = logging.getLogger("layers.amqp")
 
@@ -47,6 +57,25 @@ class ChannelError(Exception):
         # RabbitMQ names the queue at fault: "NOT_FOUND - no queue 'x' in vhost '/'"
         found = re.search(r"queue '(.*?)' in vhost", text)
         self.queue = found.group(1) if found else None
+
+
+def refusal(where: str, error: BaseException) -> BackendRefused | None:
+    """The permanent refusal a connection error stands for (the broker's 403 ACCESS_REFUSED or 530 NOT_ALLOWED, a
+    certificate that fails verification), or None when it may heal.  pika's "probable" errors alone are not
+    enough: it raises them for any disconnect during the handshake (a broker shutting down), so the broker's
+    reply code must be in them."""
+    tls = caused_by(error, ssl.SSLCertVerificationError)
+    if tls is not None:
+        return TLSVerificationFailed(f"AMQP broker {where}: TLS verification failed: {tls} (check the CA and host)")
+    text = _describe(error)
+    if isinstance(error, pika.exceptions.AuthenticationError) or (
+            isinstance(error, pika.exceptions.ProbableAuthenticationError) and "(403)" in text):
+        return AuthenticationFailed(f"AMQP broker {where} refused the login: {text} (check user and password)")
+    if isinstance(error, pika.exceptions.ProbableAccessDeniedError) and "(530)" in text:
+        if "not found" in text:
+            return DatabaseNotFound(f"AMQP broker {where}: the virtual host does not exist: {text}")
+        return AccessDenied(f"AMQP broker {where}: the user may not use this virtual host: {text}")
+    return None
 
 
 class Link:
@@ -74,6 +103,8 @@ class Link:
         self._up = asyncio.Event()
         self._ctl_up = asyncio.Event()
         self._connector: asyncio.Task[None] | None = None
+        # The outcome of the connector's current run for ready(): done when it connected, gave up or was refused.
+        self._attempt: asyncio.Future[None] = self.loop.create_future()
         self._reopening: asyncio.Task[None] | None = None
         self._waiting = 0  # callers inside ready()
         self._closed = False
@@ -96,15 +127,18 @@ class Link:
     # -- connecting ------------------------------------------------------------------------------------------
 
     async def ready(self) -> None:
-        """Return once connected; raise ``BackendUnavailable`` after ``timeout`` seconds without a connection."""
+        """Return once connected; raise ``BackendUnavailable`` after ``timeout`` seconds without a connection, or
+        ``BackendRefused`` as soon as every broker refused the client for good (credentials, vhost, TLS)."""
         if self._up.is_set():
             return
-        if self._closed:
-            raise BackendUnavailable("the AMQP connection was closed")
-        self._start_connector()
+        deadline = self.loop.time() + self.timeout
         self._waiting += 1
         try:
-            await asyncio.wait_for(self._up.wait(), self.timeout)
+            while not self._up.is_set():
+                if self._closed:
+                    raise BackendUnavailable("the AMQP connection was closed")
+                self._start_connector()
+                await asyncio.wait_for(asyncio.shield(self._attempt), max(0.0, deadline - self.loop.time()))
         except asyncio.TimeoutError:
             cause = f" (last error: {_describe(self.last_error)})" if self.last_error else ""
             raise BackendUnavailable(f"AMQP broker {self.where} unreachable for {self.timeout}s{cause}") from None
@@ -113,7 +147,11 @@ class Link:
 
     def _start_connector(self) -> None:
         if self._connector is None or self._connector.done():
+            if self._attempt.done():
+                self._attempt = self.loop.create_future()
+            attempt = self._attempt
             self._connector = self.loop.create_task(self._connect_loop(), name="layers-amqp-connect")
+            self._connector.add_done_callback(lambda _task: _settle(attempt, None))  # ready() looks again
 
     def _next_broker(self) -> None:
         self._broker = (self._broker + 1) % len(self.brokers)
@@ -122,6 +160,7 @@ class Link:
     async def _connect_loop(self) -> None:
         delay = 0.0
         untried = len(self.brokers) - 1  # other nodes to try before backing off
+        refusals = 0  # nodes in a row that refused the client for good
         while not self._closed:
             try:
                 await self._connect_once()
@@ -134,6 +173,12 @@ class Link:
                 self._drop_connection()
                 failed = self.where
                 self._next_broker()
+                refused = refusal(failed, exc)
+                refusals = refusals + 1 if refused is not None else 0
+                if refused is not None and refusals >= len(self.brokers):  # retrying cannot help
+                    log.debug("%s; not retrying", refused)
+                    _fail(self._attempt, refused)
+                    return
                 if not self._waiting:  # nobody needs the broker now; the next ready() starts over
                     log.warning("AMQP connection to %s failed (%s)", failed, _describe(exc))
                     return

@@ -23,6 +23,8 @@ __all__ = ["AMQPChannelLayer"]
 
 #: Query options of a layer URL that belong to this layer, not to pika.
 _OWN_OPTIONS: dict[str, type] = {"timeout": float}
+#: What pika takes from a URL's query (heartbeat, ssl_options, ...): one ``_set_url_<option>`` method each.
+_PIKA_OPTIONS = frozenset(name[len("_set_url_"):] for name in dir(pika.URLParameters) if name.startswith("_set_url_"))
 
 
 class AMQPChannelLayer(BackendChannelLayer):
@@ -38,6 +40,7 @@ class AMQPChannelLayer(BackendChannelLayer):
     """
 
     spec_knobs: ClassVar[dict[str, Any]] = {"shares_state": True, "min_expiry": 1.0}
+    url_options: ClassVar[frozenset[str] | None] = frozenset(_OWN_OPTIONS) | _PIKA_OPTIONS
 
     def __init__(self, url: str | Sequence[str] = "amqp://guest:guest@127.0.0.1:5672/%2F", *,
                  host: str | None = None, ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0,
@@ -66,7 +69,7 @@ class AMQPChannelLayer(BackendChannelLayer):
 
     @classmethod
     def from_url(cls, url: str, **overrides: Any) -> AMQPChannelLayer:
-        rest, options = split_url(url)
+        rest, options = split_url(url, cls)
         rest, own = _take_own_options(rest)
         return cls(rest, **{**options, **own, **overrides})
 

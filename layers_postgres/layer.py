@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from layers.backend import Backend
@@ -27,6 +28,9 @@ _URL_OPTIONS: dict[str, type] = {
     "listen_dsn": str,
 }
 
+# What libpq takes from a URL's query (host, sslmode, target_session_attrs, ...).
+_LIBPQ_OPTIONS = frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
 # TCP keepalives so a silently dead server is noticed; only where the DSN does not choose.
 _CONNECT_DEFAULTS = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 3, "keepalives_count": 3}
 
@@ -43,6 +47,7 @@ class PostgresChannelLayer(BackendChannelLayer):
     """
 
     spec_knobs: ClassVar[dict[str, Any]] = {"shares_state": True, "min_expiry": 0.5}
+    url_options: ClassVar[frozenset[str] | None] = frozenset(_URL_OPTIONS) | _LIBPQ_OPTIONS
 
     def __init__(
         self,
@@ -88,7 +93,7 @@ class PostgresChannelLayer(BackendChannelLayer):
         Common layer options and the options above come from the query string; everything else stays in the
         DSN for libpq.
         """
-        rest, options = split_url(url)
+        rest, options = split_url(url, cls)
         parts = urlsplit(rest)
         kept: list[tuple[str, str]] = []
         for key, value in parse_qsl(parts.query, keep_blank_values=True):

@@ -16,6 +16,9 @@ from typing import Any
 
 import psycopg
 
+from layers.errors import BackendRefused
+
+from .pool import connect_or_refuse
 from .schema import quote_ident
 
 __all__ = ["Listener", "Wake"]
@@ -111,6 +114,12 @@ class Listener:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
+            except BackendRefused as exc:  # retrying cannot help; the next watch() (a new receive) tries again
+                self.ready.clear()
+                await self._drop()
+                log.warning("LISTEN connection refused, not retrying: %s", exc)
+                self._wake_all()  # readers look at the table, where they meet the same refusal
+                return
             except Exception as exc:
                 self.ready.clear()
                 await self._drop()
@@ -123,7 +132,7 @@ class Listener:
 
     async def _listen(self) -> None:
         async with _timeout(self._timeout):
-            self.conn = conn = await self._connect()
+            self.conn = conn = await connect_or_refuse(self._connect)
             await conn.execute(f"LISTEN {quote_ident(self._channel)}")
         _raise_if_cancelled()
         self.connects += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,9 +18,44 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-__all__ = ["Pool"]
+from layers.errors import AccessDenied, AuthenticationFailed, BackendRefused, DatabaseNotFound, TLSVerificationFailed
+
+__all__ = ["Pool", "connect_or_refuse", "refusal"]
 
 Conn = psycopg.AsyncConnection[Any]
+
+# What the server (or libpq) says when retrying cannot help; connection errors carry no SQLSTATE, only this text.
+_REFUSALS: list[tuple[re.Pattern[str], type[BackendRefused], str]] = [
+    (re.compile(r"password authentication failed|role \S+ does not exist|no password supplied|"
+                r"authentication failed for user"), AuthenticationFailed, "check the user name and password"),
+    (re.compile(r"database \S+ does not exist"), DatabaseNotFound, "create the database or fix its name"),
+    (re.compile(r"no pg_hba\.conf entry|permission denied for database|not permitted to log in|"
+                r"CONNECT privilege"), AccessDenied, "the role may not connect to this database"),
+    (re.compile(r"certificate verify failed|does not match host name|root certificate file .* does not exist"),
+     TLSVerificationFailed, "check sslrootcert and the host name"),
+]
+
+
+def refusal(error: BaseException) -> BackendRefused | None:
+    """The permanent refusal a connection error stands for, or None when it may heal (refused, timeout, restart)."""
+    if not isinstance(error, psycopg.OperationalError):
+        return None
+    text = str(error)
+    for pattern, kind, hint in _REFUSALS:
+        if pattern.search(text):
+            return kind(f"PostgreSQL refused the connection: {text.strip()} ({hint})")
+    return None
+
+
+async def connect_or_refuse(connect: Callable[[], Awaitable[Conn]]) -> Conn:
+    """``connect()``, raising :class:`~layers.errors.BackendRefused` for what retrying cannot heal."""
+    try:
+        return await connect()
+    except psycopg.OperationalError as exc:
+        refused = refusal(exc)
+        if refused is not None:
+            raise refused from exc
+        raise
 
 
 class Pool:
@@ -63,7 +99,7 @@ class Pool:
     async def _new(self) -> Conn:
         self._connecting += 1
         try:
-            conn = await self._connect()
+            conn = await connect_or_refuse(self._connect)
         finally:
             self._connecting -= 1
             self._wake_one()

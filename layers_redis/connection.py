@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,12 +17,21 @@ import redis.exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from layers.errors import BackendUnavailable
+from layers.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BackendRefused,
+    BackendUnavailable,
+    DatabaseNotFound,
+    LayerError,
+    TLSVerificationFailed,
+    caused_by,
+)
 
 from .hosts import HostSpec
 from .scripts import Script
 
-__all__ = ["UNAVAILABLE", "ScriptCall", "Shard", "connection_options", "make_shard"]
+__all__ = ["UNAVAILABLE", "ScriptCall", "Shard", "connection_options", "make_shard", "refusal"]
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]  # script, keys, args
 
@@ -33,6 +43,35 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 # Error replies that mean the same (first word of the reply).
 UNAVAILABLE_REPLIES = ("READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN", "TRYAGAIN")
+
+# Error replies that retrying cannot heal (first word of the reply), and what they mean.
+REFUSED_REPLIES: dict[str, tuple[type[BackendRefused], str]] = {
+    "WRONGPASS": (AuthenticationFailed, "check the user name and password"),
+    "NOAUTH": (AuthenticationFailed, "the server requires a password: put it in the URL"),
+    "NOPERM": (AccessDenied, "the user lacks a permission the layer needs (ACL)"),
+}
+
+
+def refusal(label: str, what: str, error: BaseException) -> BackendRefused | None:
+    """The permanent refusal ``error`` stands for (bad credentials, a missing permission or database, a server
+    certificate that fails verification), or None when it may heal (refused connection, timeout, restart)."""
+    cause = caused_by(error, (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError, rex.ResponseError,
+                              ssl.SSLCertVerificationError))
+    text = str(error if cause is None else cause)
+    kind: type[BackendRefused]
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        kind, hint = TLSVerificationFailed, "check ssl_ca_certs and the host name"
+    elif isinstance(cause, (rex.AuthenticationError, rex.AuthenticationWrongNumberOfArgsError)):
+        kind, hint = AuthenticationFailed, "check the user name and password"
+    elif isinstance(cause, rex.NoPermissionError):
+        kind, hint = AccessDenied, "the user lacks a permission the layer needs (ACL)"
+    elif isinstance(cause, rex.ResponseError) and "DB index" in text:
+        kind, hint = DatabaseNotFound, "the database number in the URL is beyond the server's 'databases'"
+    elif text.split(" ", 1)[0] in REFUSED_REPLIES:  # an error reply read by our own link
+        kind, hint = REFUSED_REPLIES[text.split(" ", 1)[0]]
+    else:
+        return None
+    return kind(f"Redis {label}: {what} refused: {type(cause or error).__name__}: {text} ({hint})")
 
 
 class Shard(abc.ABC):
@@ -46,7 +85,11 @@ class Shard(abc.ABC):
         self.spec = spec
         self.timeout = timeout
 
-    def unavailable(self, what: str, exc: BaseException) -> BackendUnavailable:
+    def unavailable(self, what: str, exc: BaseException) -> LayerError:
+        """The error for a failed call: ``BackendRefused`` when retrying cannot help, else ``BackendUnavailable``."""
+        refused = refusal(self.spec.label, what, exc)
+        if refused is not None:
+            return refused
         reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
         return BackendUnavailable(f"Redis {self.spec.label}: {what} failed: {reason}")
 

@@ -26,7 +26,7 @@ from redis.asyncio.sentinel import Sentinel
 
 from layers.errors import LayerError
 
-from .connection import UNAVAILABLE_REPLIES, ScriptCall, Shard, connection_options
+from .connection import UNAVAILABLE_REPLIES, ScriptCall, Shard, connection_options, refusal
 from .hosts import HostSpec
 from .scripts import ARM, POP
 from .wire import CommandLink, LinkError, ReplyError, SubscriberLink
@@ -97,6 +97,9 @@ class DirectShard(Shard):
         return reply
 
     def _raise_reply(self, what: str, reply: ReplyError) -> None:
+        refused = refusal(self.spec.label, what, reply)
+        if refused is not None:
+            raise refused
         if str(reply).split(" ", 1)[0] in UNAVAILABLE_REPLIES:
             # e.g. READONLY after a failover: reconnect, which asks the Sentinel for the new master.
             self.commands.fail(LinkError(str(reply)))

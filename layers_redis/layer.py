@@ -19,6 +19,20 @@ __all__ = ["RedisChannelLayer"]
 _LAYER_OPTIONS: dict[str, type] = {"timeout": float, "max_connections": int}
 
 
+def _driver_url_options() -> frozenset[str]:
+    """What redis-py takes from a URL's query: its parsed options and any connection (or cluster) keyword."""
+    import inspect
+
+    from redis.asyncio import cluster, connection
+
+    names = {*connection.URL_QUERY_ARGUMENT_PARSERS, "sentinel_password"}
+    for cls in (connection.AbstractConnection, connection.Connection, connection.SSLConnection,
+                connection.UnixDomainSocketConnection, cluster.RedisCluster):
+        names.update(name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                     if name != "self" and parameter.kind is not parameter.VAR_KEYWORD)
+    return frozenset(names)
+
+
 class RedisChannelLayer(BackendChannelLayer):
     """A channel layer on Redis; accepts the channels_redis ``CONFIG`` keys with the same meaning.
 
@@ -30,6 +44,7 @@ class RedisChannelLayer(BackendChannelLayer):
     """
 
     spec_knobs: ClassVar[dict[str, Any]] = {"shares_state": True, "min_expiry": 0.1}
+    url_options: ClassVar[frozenset[str] | None] = frozenset(_LAYER_OPTIONS) | _driver_url_options()
 
     def __init__(self, hosts: Any = None, *, timeout: float = 5.0, max_connections: int = 20,
                  **options: Any) -> None:
@@ -46,7 +61,7 @@ class RedisChannelLayer(BackendChannelLayer):
     def from_url(cls, url: str, **overrides: Any) -> RedisChannelLayer:
         """``redis://[:password@]host[:port][/db][?capacity=..&expiry=..&timeout=..]`` and the other forms
         :mod:`layers_redis.hosts` describes; connection options in the query string go to redis-py."""
-        _, options = split_url(url)  # the common options, typed
+        _, options = split_url(url, cls)  # the common options, typed; a typo is refused with a suggestion
         base, _, query = url.partition("?")
         kept: list[tuple[str, str]] = []
         for key, value in parse_qsl(query, keep_blank_values=True):

@@ -22,6 +22,7 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 __all__ = ["CommandLink", "LinkError", "ReplyError", "SubscriberLink", "close_without_loop"]
 
@@ -85,6 +86,8 @@ class _Link(abc.ABC):
                 await conn.disconnect(nowait=True)
             if isinstance(exc, asyncio.TimeoutError):
                 raise LinkError(f"connecting to {self.label} timed out") from exc
+            if isinstance(exc, RedisError):  # e.g. AuthenticationError; the caller maps the cause (raise from)
+                raise LinkError(f"cannot connect to {self.label}: {type(exc).__name__}: {exc}") from exc
             raise
         transport = conn._writer.transport
         leftover = bytes(conn._reader._buffer)  # anything read past the handshake (normally nothing)
@@ -231,8 +234,11 @@ class CommandLink(_Link):
         except Exception as exc:
             self._connect_task = None
             batch, self._batch = self._batch, []
-            error = exc if isinstance(exc, LinkError) else LinkError(
-                f"cannot connect to {self.label}: {type(exc).__name__}: {exc}")
+            if isinstance(exc, LinkError):
+                error = exc
+            else:
+                error = LinkError(f"cannot connect to {self.label}: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc  # the caller maps it: a refusal (AuthenticationError) is not retried
             for _, waiting in batch:
                 if not waiting.future.done():
                     waiting.future.set_exception(error)

@@ -10,7 +10,7 @@ import pytest
 
 from layers_amqp import AMQPChannelLayer
 from spec import ConformanceSuite
-from tests.servers import AMQP_URL, port_open
+from tests.servers import AMQP_URL, port_open, with_user
 
 _PREFIX = "spec" + uuid.uuid4().hex[:8]
 
@@ -21,7 +21,10 @@ def _reachable() -> bool:
 
 
 class TestAMQPConformance(ConformanceSuite):
-    spec_knobs: ClassVar[dict[str, Any]] = {"process_target": f"{AMQP_URL}?prefix={_PREFIX}"}
+    spec_knobs: ClassVar[dict[str, Any]] = {
+        "process_target": f"{AMQP_URL}?prefix={_PREFIX}",
+        "refused_target": with_user(AMQP_URL, "guest:wrong"),  # ACCESS_REFUSED
+    }
 
     @pytest.fixture
     def layer_factory(self) -> Any:

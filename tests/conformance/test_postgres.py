@@ -11,7 +11,7 @@ import pytest
 
 from layers_postgres import PostgresChannelLayer, drop_ddl
 from spec import ConformanceSuite
-from tests.servers import POSTGRES_DSN, port_open
+from tests.servers import POSTGRES_DSN, port_open, with_user
 
 _PREFIX = "spec" + uuid.uuid4().hex[:8]
 
@@ -32,7 +32,10 @@ def _drop_tables() -> Iterator[None]:
 
 
 class TestPostgresConformance(ConformanceSuite):
-    spec_knobs: ClassVar[dict[str, Any]] = {"process_target": f"{POSTGRES_DSN}?prefix={_PREFIX}"}
+    spec_knobs: ClassVar[dict[str, Any]] = {
+        "process_target": f"{POSTGRES_DSN}?prefix={_PREFIX}",
+        "refused_target": with_user(POSTGRES_DSN, "nosuchrole"),  # role "nosuchrole" does not exist
+    }
 
     @pytest.fixture
     def layer_factory(self) -> Any:

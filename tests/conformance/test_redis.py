@@ -12,7 +12,7 @@ import pytest
 
 from layers_redis import RedisChannelLayer
 from spec import ConformanceSuite
-from tests.servers import REDIS_URL, port_open
+from tests.servers import REDIS_URL, port_open, with_user
 from tests.servers.redis import RedisCluster3, RedisSentinelSetup, RedisServer, redis_available
 
 _PREFIX = "spec" + uuid.uuid4().hex[:8]
@@ -39,7 +39,10 @@ def _clean_shared() -> Iterator[None]:
 class TestRedisConformance(ConformanceSuite):
     """One server: the shared Redis, a prefix of this run's own."""
 
-    spec_knobs: ClassVar[dict[str, Any]] = {"process_target": f"{REDIS_URL}?prefix={_PREFIX}"}
+    spec_knobs: ClassVar[dict[str, Any]] = {
+        "process_target": f"{REDIS_URL}?prefix={_PREFIX}",
+        "refused_target": with_user(REDIS_URL, "nosuchuser:wrong"),  # WRONGPASS
+    }
 
     @pytest.fixture
     def layer_factory(self) -> Any:

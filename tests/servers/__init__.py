@@ -19,11 +19,20 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["AMQP_URL", "POSTGRES_DSN", "REDIS_URL", "ServerProcess", "free_port", "port_open", "wait_for_port"]
+__all__ = [
+    "AMQP_URL", "POSTGRES_DSN", "REDIS_URL", "ServerProcess", "free_port", "port_open", "wait_for_port", "with_user",
+]
 
 REDIS_URL = os.environ.get("LAYERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_DSN = os.environ.get("LAYERS_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 AMQP_URL = os.environ.get("LAYERS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def with_user(url: str, userinfo: str) -> str:
+    """``url`` with its user (and password) replaced by ``userinfo`` (``"user"`` or ``"user:password"``)."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    return f"{scheme}://{userinfo}@{netloc.rpartition('@')[2]}{slash}{path}"
 
 
 try:  # loaded here, not in the child: after fork the child may already run as another user (PostgreSQL)
