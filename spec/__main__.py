@@ -58,8 +58,8 @@ def epilog() -> str:
     return (
         f"{_TARGETS}\nknobs (--knob NAME=VALUE; also a spec_knobs dict on the layer class):\n{knobs}\n\n"
         "capabilities a design may lack (--knob lacks=NAME,NAME; the checks needing them are reported as not "
-        f"applicable):\n{capabilities}\n  Discovered, not declared: the groups/flush extensions (from "
-        "`extensions`), close() (R-CLOSE-* need it), shared state between instances.\n\n"
+        f"applicable):\n{capabilities}\n  Discovered by python -m spec: the groups/flush extensions (from "
+        "`extensions`), close() (R-CLOSE-* need it),\n  shared state between instances, and named_backlog.\n\n"
         f"tiers:\n{tiers}\n\nexit statuses:\n{statuses}\n\n"
         "flush safety: the suite flushes the layers it makes. By default every layer is made with a fresh\n"
         "prefix of this run when the target accepts a 'prefix' option; a shared-state layer without one is refused\n"

@@ -144,8 +144,8 @@ KNOB_HELP: dict[str, str] = {
     "refused_target": "layer URL or dotted path whose server refuses the client permanently, e.g. a wrong "
                       "password (R-FAIL-1; not applicable without it)",
     "refused_config": "JSON object of options for the refused_target layer",
-    "lacks": "capabilities the design lacks, as a JSON list or comma-separated: "
-             + "; ".join(f"{name} = {text}" for name, text in DECLARABLE.items()),
+    "lacks": f"capabilities the design lacks, a JSON list or comma-separated ({', '.join(DECLARABLE)}; see "
+             "below)",
 }
 
 
