@@ -120,7 +120,8 @@ def caused_by(
     error: BaseException, kinds: type[BaseException] | tuple[type[BaseException], ...]
 ) -> BaseException | None:
     """The first exception of ``kinds`` in ``error``'s chain (itself, ``__cause__``, ``__context__`` and exceptions
-    carried in ``args`` or ``exceptions``, as drivers wrap them), or None; for backends mapping driver errors."""
+    carried in ``args``, ``exceptions`` or ``exception``, as drivers wrap them), or None; for backends mapping
+    driver errors."""
     seen: set[int] = set()
     todo = [error]
     while todo:
@@ -130,7 +131,8 @@ def caused_by(
         seen.add(id(current))
         if isinstance(current, kinds):
             return current
-        carried = [*current.args, *getattr(current, "exceptions", ())]  # ExceptionGroup, pika's workflow errors
+        # ExceptionGroup and pika's connection workflow errors carry theirs in ``exceptions`` / ``exception``.
+        carried = [*current.args, *getattr(current, "exceptions", ()), getattr(current, "exception", None)]
         todo.extend(arg for arg in carried if isinstance(arg, BaseException))
         todo.extend(link for link in (current.__cause__, current.__context__) if link is not None)
     return None
