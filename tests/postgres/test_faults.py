@@ -50,8 +50,9 @@ def test_outage_fails_fast_and_pending_receive_resumes(private_server: PostgresS
 @pytest.mark.parametrize("durable", [False, True])
 def test_crash_keeps_only_durable_messages(private_server: PostgresServer, durable: bool) -> None:
     """SIGKILL of the server: an UNLOGGED table comes back empty, a durable one keeps its messages."""
+    layer = PostgresChannelLayer(private_server.dsn, durable=durable)  # one instance: it owns its local channel
+
     async def send() -> str:
-        layer = PostgresChannelLayer(private_server.dsn, durable=durable)
         channel = await layer.new_channel()
         await layer.send(channel, {"kept": True})
         await layer.send("named.kept", {"kept": True})
@@ -60,7 +61,6 @@ def test_crash_keeps_only_durable_messages(private_server: PostgresServer, durab
         return channel
 
     async def receive(channel: str) -> list[object]:
-        layer = PostgresChannelLayer(private_server.dsn, durable=durable)
         got: list[object] = []
         for name in (channel, "named.kept"):
             with contextlib.suppress(asyncio.TimeoutError):
