@@ -33,7 +33,8 @@ import pytest
 from .target import LayerFactory
 
 __all__ = [
-    "CAPABILITIES", "DECLARABLE", "NOT_APPLICABLE", "NOT_RUN", "Harness", "Knobs", "Message", "check", "sync_check",
+    "CAPABILITIES", "DECLARABLE", "NOT_APPLICABLE", "NOT_RUN", "ROOM", "Harness", "Knobs", "Message", "check",
+    "sync_check",
 ]
 
 Message = dict[str, Any]
@@ -59,6 +60,9 @@ CAPABILITIES = (
     "groups", "flush", "close", "shares_state", "process_target", "refused_target", "asgiref", "channels",
     *DECLARABLE,
 )
+
+#: Room enough for the messages of any check whose writer does not wait for its reader (``capacity=ROOM``).
+ROOM = 1000
 
 #: Skip reasons start with one of these, so the report can tell "the requirement does not apply to this design"
 #: from "the suite could not run it here".
@@ -239,14 +243,32 @@ class Harness:
     # -- layers and names ---------------------------------------------------------------------------------
 
     def make_layer(self, **overrides: Any) -> Any:
-        """A new layer from the factory, closed (and flushed) when the check ends; not flushed now.  Call it
-        inside the check's running loop (some layers need one to be built)."""
+        """A new layer from the factory, closed (and flushed) when the check ends; not flushed now.  Built inside
+        the check's running loop, or (from sync code) on a short-lived loop of its own: some layers need one.
+
+        ``capacity=ROOM`` (or more) alone asks for room for a check's messages, not for the capacity feature: a
+        layer that takes no ``capacity`` option is made without it."""
         if not overrides and self._probe is not None and not self._probe_taken:
             self._probe_taken = True
             return self._probe
-        layer = self.factory(**overrides)
+        try:
+            layer = self._build(overrides)
+        except TypeError as exc:
+            if set(overrides) != {"capacity"} or overrides["capacity"] < ROOM or "capacity" not in str(exc):
+                raise
+            layer = self._build({})
         self._layers.append(layer)
         return layer
+
+    def _build(self, overrides: Mapping[str, Any]) -> Any:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # sync code: build it as an async caller would have, then use it from here
+            async def build() -> Any:
+                return self.factory(**overrides)
+
+            return asyncio.run(build())
+        return self.factory(**overrides)
 
     async def layer(self, **overrides: Any) -> Any:
         """A new, flushed layer.  With ``shares_state``, make every layer of a check before sending anything:

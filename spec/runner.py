@@ -190,7 +190,7 @@ def run_suite(
         declared_lacks = Knobs.resolve(probe.spec_knobs, chosen).lacks
         suite_knobs["lacks"] = [*declared_lacks, *probe.lacking]
         notes.append(f"discovered lacking: {', '.join(probe.lacking)} (a named channel kept nothing sent before "
-                     "its first receive), so the checks needing it are not applicable")
+                     "its first receive, or refused it), so the checks needing it are not applicable")
     resolved = Knobs.resolve(probe.spec_knobs, suite_knobs)
     if resolved.shares_state and not resolved.process_target and isinstance(target, str):
         suite_knobs["process_target"] = target
@@ -300,9 +300,9 @@ async def _probe_once(factory: LayerFactory, knobs: Mapping[str, Any], prefix: s
             prefix_accepted=prefix is not None,
         )
         declared_knobs = Knobs.resolve(probe.spec_knobs, knobs)
+        await _first_send(layer, declared_knobs)
         if "shares_state" in knobs or "shares_state" in probe.spec_knobs:
             probe.shares_state = declared_knobs.shares_state
-            await _first_round_trip(layer, declared_knobs)
         else:
             probe.shares_state = await _shares_state(layer, make(), declared_knobs)
         if declared_knobs.has("named_backlog") and not await _keeps_named_backlog(layer, declared_knobs):
@@ -316,39 +316,36 @@ async def _probe_once(factory: LayerFactory, knobs: Mapping[str, Any], prefix: s
                     await asyncio.wait_for(close(), limits.timeout)
 
 
-async def _first_round_trip(layer: Any, knobs: Knobs) -> None:
-    """One message to a fresh local channel of ``layer``: a server that cannot be reached fails here."""
+async def _first_send(layer: Any, knobs: Knobs) -> None:
+    """new_channel() and one send to it, and its receive: a layer that cannot be made to do this much (an
+    unreachable server) is unusable; a receive that fails is left for the checks to report."""
     try:
         channel = await asyncio.wait_for(layer.new_channel(), knobs.timeout)
         await asyncio.wait_for(layer.send(channel, {"probe": True}), knobs.timeout)
-        await asyncio.wait_for(layer.receive(channel), knobs.timeout)
-    except asyncio.TimeoutError:
-        raise TargetUnusable(f"a first send and receive did not finish within {knobs.timeout:g}s") from None
+    except Exception as exc:
+        raise TargetUnusable(f"the first new_channel() and send failed: {_error_text(exc)}") from exc
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(layer.receive(channel), knobs.receive_wait)
 
 
 async def _shares_state(first: Any, second: Any, knobs: Knobs) -> bool:
-    """Whether a message sent by ``first`` to a named channel reaches a receive already waiting on ``second``."""
-    channel = f"spec.probe.{uuid.uuid4().hex[:12]}"
-    waiting = asyncio.ensure_future(second.receive(channel))
+    """Whether a message another instance sends to ``first``'s process-local channel reaches a receive waiting on
+    it (only process-local channels: some layers refuse named ones)."""
+    waiting: asyncio.Future[Any] | None = None
     try:
+        channel = await asyncio.wait_for(first.new_channel(), knobs.timeout)
+        waiting = asyncio.ensure_future(first.receive(channel))
         await asyncio.sleep(knobs.settle)
-        if waiting.done():
-            waiting.result()  # raises what receive() raised
-        try:
-            await asyncio.wait_for(first.send(channel, {"probe": True}), knobs.timeout)
-        except Exception as exc:
-            raise TargetUnusable(f"the first send failed: {_error_text(exc)}") from exc
-        try:
-            await asyncio.wait_for(asyncio.shield(waiting), max(2.0, 4 * knobs.settle))
-        except asyncio.TimeoutError:
-            return False
-        except Exception as exc:
-            raise TargetUnusable(f"the first receive failed: {_error_text(exc)}") from exc
-        return True
+        await asyncio.wait_for(second.send(channel, {"probe": True}), knobs.timeout)
+        await asyncio.wait_for(asyncio.shield(waiting), max(2.0, 4 * knobs.settle))
+    except Exception:  # timed out, or the layer refused: no shared state the suite can use
+        return False
     finally:
-        waiting.cancel()
-        with contextlib.suppress(BaseException):
-            await waiting
+        if waiting is not None:
+            waiting.cancel()
+            with contextlib.suppress(BaseException):
+                await waiting
+    return True
 
 
 def _error_text(error: BaseException) -> str:
@@ -359,12 +356,13 @@ def _error_text(error: BaseException) -> str:
 
 
 async def _keeps_named_backlog(layer: Any, knobs: Knobs) -> bool:
-    """Whether a message sent to a named channel nobody receives on yet is there for a later receive()."""
+    """Whether a message sent to a named channel nobody receives on yet is there for a later receive().  A layer
+    refusing named channels keeps no backlog either (the checks of named channels report the refusal)."""
     channel = f"spec.backlog.{uuid.uuid4().hex[:12]}"
-    await asyncio.wait_for(layer.send(channel, {"probe": True}), knobs.timeout)
     try:
+        await asyncio.wait_for(layer.send(channel, {"probe": True}), knobs.timeout)
         await asyncio.wait_for(layer.receive(channel), max(2.0, 4 * knobs.settle))
-    except asyncio.TimeoutError:
+    except Exception:
         return False
     return True
 
@@ -377,12 +375,14 @@ def _capability_notes(probe: Probe, knobs: Knobs, chosen: Mapping[str, Any]) -> 
     ]
     source = "declared" if "shares_state" in chosen or "shares_state" in probe.spec_knobs else "discovered"
     if knobs.shares_state:
-        notes.append(f"shared state: {source} (two instances see one named channel); cross-process checks run")
+        notes.append(f"shared state: {source} (a message one instance sends to another's process-local channel "
+                     "arrives); cross-process checks run")
         if not knobs.process_target:
             notes.append("NOT RUN: the requirements needing a second OS process (R-MULTI-5): no process_target "
                          "(give --knob process_target=URL-or-dotted-path)")
     else:
-        notes.append(f"shared state: none ({source}: two instances do not see each other's named channels), so "
+        notes.append(f"shared state: none ({source}: what one instance sends to another's process-local channel "
+                     "never arrives), so "
                      "the cross-process requirements (R-MULTI-*, R-FLUSH-3) are not applicable; if that is wrong, "
                      "give --knob shares_state=true")
     if knobs.lacks:

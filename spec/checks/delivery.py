@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from ..harness import Harness, check
+from ..harness import ROOM, Harness, check
 from .common import nothing_on, numbered, same, send_numbered
 
 __all__ = ["ROOMY", "CancelChecks", "DeliveryChecks", "ProcessChecks", "competing_receivers"]
 
 KINDS = pytest.mark.parametrize("kind", ["named", "process"])
 #: Capacity for checks whose writer does not wait for the reader (room for every message they send).
-ROOMY = 1000
+ROOMY = ROOM
 LOCAL_NAME = re.compile(r"[A-Za-z0-9\-_.]+![A-Za-z0-9\-_.]+")
 
 
@@ -107,19 +107,26 @@ class DeliveryChecks:
 class ProcessChecks:
     @check("R-PROC-1")
     async def test_r_proc_1_new_channel_names(self, harness: Harness) -> None:
-        """R-PROC-1: new_channel(prefix) is 'prefix.' + ... + '!' + local part, valid, and usable."""
+        """R-PROC-1: new_channel() is a valid name with one '!' between non-empty parts, and usable."""
+        layer = await harness.layer()
+        name = await layer.new_channel()
+        assert isinstance(name, str), f"new_channel() returned {type(name).__name__} {name!r}, not a str"
+        assert "!" in name, f"new_channel() returned {name!r} without '!'"
+        assert len(name) < 100 and LOCAL_NAME.fullmatch(name), (
+            f"new_channel() returned {name!r}, not a valid process-local channel name (one '!' between non-empty "
+            "parts of ASCII letters, digits, '-', '_', '.'; under 100 characters)"
+        )
+        await layer.send(name, {"to": name})
+        same(await harness.receive(layer, name), {"to": name})
+
+    @check("R-PROC-7")
+    async def test_r_proc_7_new_channel_prefix(self, harness: Harness) -> None:
+        """R-PROC-7: new_channel() starts with 'specific.', new_channel('chat') with 'chat.'."""
         layer = await harness.layer()
         for prefix, name in (("specific", await layer.new_channel()), ("chat", await layer.new_channel("chat"))):
             call = "new_channel()" if prefix == "specific" else f"new_channel({prefix!r})"
             assert isinstance(name, str), f"{call} returned {type(name).__name__} {name!r}, not a str"
-            assert "!" in name, f"{call} returned {name!r} without '!'"
-            assert len(name) < 100 and LOCAL_NAME.fullmatch(name), (
-                f"{call} returned {name!r}, not a valid process-local channel name (one '!' between non-empty "
-                "parts of ASCII letters, digits, '-', '_', '.'; under 100 characters)"
-            )
             assert name.startswith(prefix + "."), f"{call} returned {name!r}, not starting with {prefix + '.'!r}"
-            await layer.send(name, {"to": name})
-            same(await harness.receive(layer, name), {"to": name})
 
     @check("R-PROC-2")
     async def test_r_proc_2_new_channels_unique(self, harness: Harness) -> None:

@@ -91,7 +91,7 @@ class CloseChecks:
         await unused.close()
         await unused.close()
         layer = await harness.layer()
-        await _round_trip(harness, layer, [harness.name("close")], "before close")
+        await _round_trip(harness, layer, [await harness.new_channel(layer)], "before close")
         for _ in range(3):
             await layer.close()
 
