@@ -32,7 +32,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "layers": {"handlers": ["console"], "level": os.environ.get("LAYERS_LOG_LEVEL", "WARNING")},
-        "chat": {"handlers": ["console"], "level": "INFO"},
+        # Not propagated: daphne configures the root logger too, and every line would show twice.
+        "layers": {"handlers": ["console"], "level": os.environ.get("LAYERS_LOG_LEVEL", "WARNING"),
+                   "propagate": False},
+        "chat": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }
