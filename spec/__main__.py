@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import textwrap
 import traceback
@@ -117,6 +118,9 @@ def run_from_args(args: argparse.Namespace, prog: str) -> int:
             args.target, args.config, dict(args.knob), pytest_args=args.pytest_args, live=args.live,
             yes_flush=args.yes_flush, django_settings=args.django_settings, json_path=args.json,
         )
+    except BrokenPipeError:  # the reader went away (`| head`): no traceback about it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except TargetUnusable as exc:
         print(f"{prog}: error: no usable layer from {args.target}: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

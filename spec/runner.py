@@ -20,7 +20,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -56,6 +56,13 @@ _MODULE = "from spec.runner import _PENDING\n\nTestTarget = _PENDING[-1]\n"
 #: "AST constructor recursion depth mismatch" on CPython 3.11 for long chained tracebacks).
 #: The suite runs its own event loops: pytest-asyncio (and test-order shufflers) stay out of the way.
 _PYTEST_DEFAULTS = ["-q", "--tb=native", "-p", "no:cacheprovider", "-p", "no:randomly", "-p", "no:asyncio"]
+
+
+#: Why the probe finds a capability lacking, for the report.
+_WHY = {
+    "named_backlog": "a named channel kept nothing sent before its first receive, or refused it",
+    "capacity": "the layer takes no `capacity` option, so the suite cannot set one",
+}
 
 
 class TargetUnusable(Exception):
@@ -189,8 +196,9 @@ def run_suite(
     if probe.lacking:
         declared_lacks = Knobs.resolve(probe.spec_knobs, chosen).lacks
         suite_knobs["lacks"] = [*declared_lacks, *probe.lacking]
-        notes.append(f"discovered lacking: {', '.join(probe.lacking)} (a named channel kept nothing sent before "
-                     "its first receive, or refused it), so the checks needing it are not applicable")
+        why = "; ".join(_WHY[name] for name in probe.lacking)
+        notes.append(f"discovered lacking: {', '.join(probe.lacking)} ({why}), so the checks needing it are not "
+                     "applicable")
     resolved = Knobs.resolve(probe.spec_knobs, suite_knobs)
     if resolved.shares_state and not resolved.process_target and isinstance(target, str):
         suite_knobs["process_target"] = target
@@ -286,8 +294,8 @@ async def _probe_on_loop(
 async def _probe_once(factory: LayerFactory, knobs: Mapping[str, Any], prefix: str | None, limits: Knobs) -> Probe:
     made: list[Any] = []
 
-    def make() -> Any:
-        layer = factory() if prefix is None else factory(prefix=prefix)
+    def make(**overrides: Any) -> Any:
+        layer = factory(**overrides) if prefix is None else factory(prefix=prefix, **overrides)
         made.append(layer)
         return layer
 
@@ -307,6 +315,8 @@ async def _probe_once(factory: LayerFactory, knobs: Mapping[str, Any], prefix: s
             probe.shares_state = await _shares_state(layer, make(), declared_knobs)
         if declared_knobs.has("named_backlog") and not await _keeps_named_backlog(layer, declared_knobs):
             probe.lacking.append("named_backlog")
+        if declared_knobs.has("capacity") and not _takes_option(make, "capacity", 3):
+            probe.lacking.append("capacity")
         return probe
     finally:
         for layer in made:
@@ -345,6 +355,15 @@ async def _shares_state(first: Any, second: Any, knobs: Knobs) -> bool:
             waiting.cancel()
             with contextlib.suppress(BaseException):
                 await waiting
+    return True
+
+
+def _takes_option(make: Callable[..., Any], option: str, value: Any) -> bool:
+    """Whether the factory accepts the keyword ``option`` (the suite configures capacity through it)."""
+    try:
+        make(**{option: value})
+    except TypeError as exc:
+        return option not in str(exc)
     return True
 
 
