@@ -37,6 +37,7 @@ class Declarations:
         self._generation = 0  # Link.generation the caches belong to
         self._warned: set[str] = set()
         self._inflight: dict[str, asyncio.Future[None]] = {}  # name -> the declaration in progress
+        self._registry_down_until = 0.0  # monotonic time before which the registry is not tried again
 
     def _sync(self) -> None:
         if self._generation != self.link.generation:  # a new connection: the broker may have lost its queues
@@ -133,8 +134,22 @@ class Declarations:
         if not again and last is not None and now - last < self.top.registry_ttl_ms / 2000:
             return
         registry = self.top.registry
+        if now < self._registry_down_until:
+            return
         if now - self._registered.get(registry, -math.inf) > self.top.registry_ttl_ms / 2000:
-            await self.renew_registry()
+            try:
+                await self.renew_registry()
+            except BackendUnavailable as exc:
+                if not _home_node_down(exc):
+                    raise
+                # The registry is durable, so it lives on one node of a cluster; while that node is down nothing
+                # can declare it.  The layer must keep serving: skip recording (such queues still expire on their
+                # own) and look again at the next renewal, not on every declaration (each failed declare closes
+                # the ctl channel and its consumers).
+                self._registry_down_until = now + self.top.registry_ttl_ms / 2000
+                log.warning("AMQP registry queue %r is unavailable (%s): queues declared until it is back are "
+                            "not recorded for flush", registry, exc)
+                return
             self._registered[registry] = now
         # Persistent in a durable queue: member queues are durable too and must stay findable after a restart.
         self.link.publish("", registry, name.encode(), _PERSISTENT, False)  # confirm not awaited: best effort
@@ -161,3 +176,10 @@ class Declarations:
             if exc.code != 406:
                 raise BackendUnavailable(f"declaring the AMQP registry queue failed: {exc}") from exc
             await self.link.declare(self.top.registry, None, passive=True)
+
+
+def _home_node_down(exc: BaseException) -> bool:
+    """RabbitMQ's 404 for a durable classic queue whose cluster node is down (``home node ... is down or
+    inaccessible``)."""
+    cause = exc.__cause__
+    return isinstance(cause, ChannelError) and cause.code == 404 and "home node" in str(cause)

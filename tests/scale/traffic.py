@@ -9,6 +9,7 @@ drains and returns a :class:`Report`: when each stream recovered, what was lost,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,9 +35,12 @@ class Stream:
     failed: list[tuple[int, float, float]] = field(default_factory=list)  # calls that raised BackendUnavailable
     full: int = 0  # sends answered ChannelFull (a reader that came back later than the writer): not stored
     received: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # receiver channel -> (seq, time)
+    #: Group members whose membership the failover took away (it lived on the dead node): left out of the
+    #: recovery and loss counts, which the test reports on its own.
+    lost_members: set[str] = field(default_factory=set)
 
     def receivers(self) -> list[str]:
-        return self.members if self.group else [self.name]
+        return [m for m in self.members if m not in self.lost_members] if self.group else [self.name]
 
 
 @dataclass
@@ -48,6 +52,7 @@ class Report:
     unexpected: list[str]
     receive_errors: int
     pending_resumed: dict[str, float]  # idle channel -> seconds from the send to it until its pending receive returned
+    idle: list[str] = field(default_factory=list)
 
     @property
     def cluster_recovery(self) -> float:
@@ -56,6 +61,8 @@ class Report:
     def recovered_at(self, stream: Stream) -> float | None:
         """When the first message sent (started) after the kill reached every receiver of ``stream``."""
         after = [seq for seq, start, _end in stream.sent if start >= self.killed_at]
+        if not stream.receivers():  # every member lost its membership: nothing left to recover
+            return self.killed_at
         arrivals = []
         for channel in stream.receivers():
             times = [at for seq, at in stream.received.get(channel, []) if seq in set(after)]
@@ -67,8 +74,12 @@ class Report:
     def layer_recovery(self) -> float:
         """Seconds from the kill until every affected stream delivered again."""
         times = [self.recovered_at(stream) for stream in self.streams if stream.affected]
-        assert all(t is not None for t in times), "a stream never recovered"
+        if not times or any(t is None for t in times):
+            return float("inf")  # check() names the streams
         return max(t for t in times if t is not None) - self.killed_at
+
+    def never_recovered(self) -> list[str]:
+        return [stream.name for stream in self.streams if self.recovered_at(stream) is None]
 
     def lost(self, stream: Stream, start_after: float = 0.0, start_before: float = float("inf")) -> int:
         """Calls that returned (started in the window) whose message did not reach every receiver."""
@@ -105,6 +116,9 @@ class Report:
             "lost_after_recovery": sum(self.lost(s, start_after=recovered) for s in self.streams),
             "lost_unaffected_streams": sum(self.lost(s) for s in self.streams if not s.affected),
             "pending_resumed_s": {k: round(v, 2) for k, v in self.pending_resumed.items()},
+            "never_recovered": self.never_recovered(),
+            "lost_by_stream": {s.name: self.lost(s) for s in self.streams if self.lost(s)},
+            "receive_errors": self.receive_errors,
         }
 
 
@@ -185,7 +199,7 @@ async def run_failover(producer: BaseChannelLayer, consumer: BaseChannelLayer, s
     try:
         await asyncio.sleep(warmup)
         killed_at, cluster_recovered_at = await asyncio.to_thread(fault)
-        report = Report(killed_at, cluster_recovered_at, streams, hung, unexpected, 0, pending_resumed)
+        report = Report(killed_at, cluster_recovered_at, streams, hung, unexpected, 0, pending_resumed, idle)
         deadline = cluster_recovered_at + RECOVERY_LIMIT
         while time.monotonic() < deadline:
             if all(report.recovered_at(s) is not None for s in streams):
@@ -194,8 +208,9 @@ async def run_failover(producer: BaseChannelLayer, consumer: BaseChannelLayer, s
         await asyncio.sleep(AFTER_RECOVERY)
         for channel in idle:  # receives pending since before the kill
             idle_sent[channel] = time.monotonic()
-            await _send_until_accepted(producer, channel, {"idle": channel}, deadline)
-        await asyncio.wait_for(asyncio.gather(*waiting), 15)
+            with contextlib.suppress(BackendUnavailable):  # check() reports the receive that never returned
+                await _send_until_accepted(producer, channel, {"idle": channel}, deadline)
+        await asyncio.wait(waiting, timeout=15)
     finally:
         running = False
         await asyncio.gather(*producers, return_exceptions=True)
@@ -242,8 +257,8 @@ def check(report: Report) -> None:
     assert not report.hung, f"calls hung: {report.hung[:10]}"
     assert not report.unexpected, f"unexpected errors: {report.unexpected[:10]}"
     assert not report.duplicates_or_reordered(), report.duplicates_or_reordered()
-    for stream in report.streams:
-        assert report.recovered_at(stream) is not None, f"{stream.name} never delivered again after the failover"
+    assert not report.never_recovered(), f"never delivered again after the failover: {report.never_recovered()}"
+    assert set(report.pending_resumed) == set(report.idle), f"pending receives that never returned: {report.idle}"
     recovered = report.killed_at + report.layer_recovery()
     lost = {s.name: report.lost(s, start_after=recovered) for s in report.streams}
     assert not any(lost.values()), f"messages sent after recovery were lost: {lost}"
