@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -24,8 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args))
-    except LayerError as exc:
-        print(f"layers: error: {exc}", file=sys.stderr)
+    except LayerError as exc:  # one line: driver messages (psycopg's) span several
+        print(f"layers: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -249,7 +250,10 @@ def _group_change(args: argparse.Namespace) -> int:
 
 
 def _with_layer(url: str, body: Any) -> Any:
-    """Run ``body(layer)`` on a layer built from ``url``, and close the layer."""
+    """Run ``body(layer)`` on a layer built from ``url``, and close the layer.
+
+    A one-shot command shows no reconnect warnings: if the server stays unreachable, the error says so once.
+    """
 
     async def run() -> Any:
         layer = from_url(url)
@@ -258,7 +262,13 @@ def _with_layer(url: str, body: Any) -> Any:
         finally:
             await layer.close()
 
-    return asyncio.run(run())
+    quiet = logging.getLogger("layers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return asyncio.run(run())
+    finally:
+        quiet.setLevel(level)
 
 
 def _receive(args: argparse.Namespace) -> int:
