@@ -271,11 +271,27 @@ def _with_layer(url: str, body: Any) -> Any:
         quiet.setLevel(level)
 
 
+async def _reach(layer: Any) -> None:
+    """One harmless call, so an unreachable server is one error before receive() starts waiting (and retrying)."""
+    ping = getattr(layer, "ping", None)
+    if ping is not None:
+        await ping()
+    else:  # removing a channel from a group nobody uses changes nothing
+        await layer.group_discard("layers-cli-probe", "layers-cli-probe")
+
+
 def _receive(args: argparse.Namespace) -> int:
     async def run() -> int:
         layer = from_url(args.url)
         received = 0
         try:
+            quiet = logging.getLogger("layers")
+            level = quiet.level
+            quiet.setLevel(logging.ERROR)
+            try:
+                await _reach(layer)
+            finally:  # once it started, reconnect warnings tell what happens during an outage
+                quiet.setLevel(level)
             while args.count == 0 or received < args.count:
                 message = await asyncio.wait_for(layer.receive(args.channel), args.timeout)
                 print(json.dumps(message, default=_json_default), flush=True)

@@ -132,13 +132,15 @@ def test_group_add_send_discard(layer_url: str) -> None:
     assert layers("receive", layer_url, "cli.a", "--timeout", "2").returncode == 1
 
 
+@pytest.mark.parametrize("command", ["send", "receive"])
 @pytest.mark.parametrize("scheme", ["redis", "postgresql", "amqp"])
-def test_an_unreachable_server_is_one_error_line(scheme: str) -> None:
+def test_an_unreachable_server_is_one_error_line(scheme: str, command: str) -> None:
     pytest.importorskip({"redis": "redis", "postgresql": "psycopg", "amqp": "pika"}[scheme])
     port = free_port()
     url = {"redis": f"redis://127.0.0.1:{port}/0", "postgresql": f"postgresql://postgres@127.0.0.1:{port}/test",
            "amqp": f"amqp://guest:guest@127.0.0.1:{port}/%2F"}[scheme] + "?timeout=2"
-    done = layers("send", url, "c", '{"type": "x"}')
+    args = ["c", '{"type": "x"}'] if command == "send" else ["c", "--timeout", "30"]
+    done = layers(command, url, *args)
     assert done.returncode == 1, done
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("layers: error:"), done.stderr
 
