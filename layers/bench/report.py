@@ -154,7 +154,8 @@ def render_table(best: Sequence[Result], targets: Sequence[Target], workloads: S
     for target in targets:
         table.add_column(target.name, justify="right", overflow="fold")
     if len(targets) > 1:
-        table.add_column(f"{targets[0].name} / peer", justify="right", overflow="fold")
+        others = " / ".join(target.name for target in targets[1:])
+        table.add_column(f"first column vs {others}", justify="right", overflow="fold")
     by_key = {(r.workload, r.target): r for r in best}
     for workload in workloads:
         row = [workload]
