@@ -225,7 +225,7 @@ def plot(best: Sequence[Result], targets: Sequence[Target], workloads: Sequence[
         raise ConfigError("--plot needs matplotlib: pip install matplotlib") from None
     by_key = {(r.workload, r.target): r.rate for r in best}
     width = 0.8 / len(targets)
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.3 * len(workloads) + 2), 5))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(7.0, 0.8 * len(workloads) + 3)), 5))
     for index, target in enumerate(targets):
         xs = [w + index * width for w in range(len(workloads))]
         rates = [by_key.get((w, target.name), 0) for w in workloads]
