@@ -33,7 +33,7 @@ from .errors import (
     LayerError,
     MessageTooLarge,
 )
-from .names import MAX_NAME_LENGTH, check_channel, check_group, process_part
+from .names import INVALID_NAME_ERROR, MAX_NAME_LENGTH, check_channel, check_group, process_part
 from .serialization import Message, Serializer, decode_message, encode_message, get_serializer
 
 __all__ = ["BackendChannelLayer", "BaseChannelLayer"]
@@ -65,6 +65,8 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
     """
 
     MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
+    #: Channels' wording for a bad name (``.format("Channel")`` or ``"Group"``); our name errors start with it.
+    invalid_name_error: ClassVar[str] = INVALID_NAME_ERROR
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
     ChannelFull: ClassVar[type[ChannelFull]] = ChannelFull
@@ -92,6 +94,11 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
         if unknown:
             raise ConfigError(_explain_unknown_options(type(self).__name__, unknown))
         self.expiry = _positive("expiry", expiry, _MAX_SECONDS)
+        if group_expiry == 0:  # channels_postgres's "never lapses"
+            raise ConfigError(
+                "group_expiry must be a positive number of seconds, not 0: memberships always lapse here (a group "
+                f"member that died must not stay forever); for 'practically never' use e.g. {365 * 86400} (a year)"
+            )
         self.group_expiry = _positive("group_expiry", group_expiry, _MAX_SECONDS)
         self.capacity = capacity
         if channel_capacity is not None and not isinstance(channel_capacity, Mapping):

@@ -72,11 +72,13 @@ class InvalidGroupName(InvalidName):
     """A group name breaks the naming rules."""
 
 
-class ChannelNotOwned(LayerError, TypeError):
+class ChannelNotOwned(LayerError, TypeError, AssertionError):
     """``receive()`` of a process-local channel that another layer instance created: only its owner receives it.
 
     A ``TypeError`` like the name errors (Channels code expects ``TypeError`` for a channel ``receive()`` cannot
-    take), but not an ``InvalidChannelName``: the name itself is valid, and any layer may send to it.
+    take), but not an ``InvalidChannelName``: the name itself is valid, and any layer may send to it.  Also an
+    ``AssertionError``, which channels_redis, channels_postgres and channels_rabbitmq raise here (code and tests
+    written against them catch it).
     """
 
 

@@ -335,6 +335,17 @@ def test_layers_are_channels_layers_with_our_name_rules() -> None:
     with pytest.warns(DeprecationWarning):
         assert layer.valid_group_name("a") is True
     assert not layer.match_type_and_length("x" * 100)
+    # Code written for Channels matches its own sentence; ours starts with it and still names the value.
+    assert layer.invalid_name_error == channels_layers.BaseChannelLayer.invalid_name_error
+    for helper, kind in ((layer.require_valid_channel_name, "Channel"), (layer.require_valid_group_name, "Group")):
+        with pytest.raises(TypeError, match=re.escape(layer.invalid_name_error.format(kind))) as refused:
+            helper("x" * 100)
+        assert repr("x" * 100) in str(refused.value)
+
+
+def test_group_expiry_zero_says_what_to_use_instead() -> None:
+    with pytest.raises(layers.ConfigError, match=r"group_expiry .* not 0: .* use e\.g\. 31536000"):
+        layers.InMemoryChannelLayer(group_expiry=0)
 
 
 def test_close_pools_is_close() -> None:
@@ -358,6 +369,7 @@ def test_foreign_local_channel_receive_is_refused_also_through_async_to_sync() -
     with pytest.raises(layers.ChannelNotOwned, match=re.escape(repr(channel))) as refused:
         asgiref.async_to_sync(other.receive)(channel)
     assert isinstance(refused.value, TypeError) and not isinstance(refused.value, layers.InvalidChannelName)
+    assert isinstance(refused.value, AssertionError)  # what channels_redis/_postgres/_rabbitmq raise here
     for i in range(3):  # each call runs on a new event loop; the channel stays the owner's
         asgiref.async_to_sync(owner.send)(channel, {"i": i})
         assert asgiref.async_to_sync(owner.receive)(channel) == {"i": i}

@@ -8,7 +8,7 @@ import contextlib
 import time
 from typing import Any
 
-from ..harness import Harness, Message, check
+from ..harness import Harness, check
 from ..target import make_factory
 from .common import numbered, same
 
@@ -38,35 +38,34 @@ class OwnershipChecks:
     async def test_r_proc_5_foreign_local_channel_refused(self, harness: Harness) -> None:
         """R-PROC-5: receive() on another instance's local channel raises at once, naming the channel."""
         owner, other = await harness.layer(), await harness.layer()
-        channel = await owner.new_channel()
+        channel = await harness.new_channel(owner)
         error, took = await _raised(other.receive(channel), f"receive({channel!r}) on another instance",
                                     REFUSE_WITHIN)
-        assert repr(channel) in str(error), f"the refusal ({error!r}, after {took:.3f}s) does not name {channel!r}"
-        mine = await other.new_channel()  # the refusing instance still receives its own channels
-        await other.send(mine, {"own": True})
-        same(await harness.receive(other, mine), {"own": True}, f"message on {mine!r}")
+        assert channel in str(error), f"the refusal ({error!r}, after {took:.3f}s) does not name {channel!r}"
+        mine = await harness.new_channel(other)  # the refusing instance still receives its own channels
+        same(await harness.deliver(other, mine, {"own": True}), {"own": True}, f"message on {mine!r}")
 
     @check("R-PROC-6", "shares_state")
     async def test_r_proc_6_owner_keeps_its_messages(self, harness: Harness) -> None:
         """R-PROC-6: while another instance tries to receive one of the owner's channels, the owner still gets every
         message sent to each of its local channels, in order."""
         owner, other = await harness.layer(), await harness.layer()
-        first, second = await owner.new_channel(), await owner.new_channel()
+        first, second = await harness.new_channel(owner), await harness.new_channel(owner)
         attempt = asyncio.ensure_future(other.receive(first))
         try:
             await asyncio.sleep(harness.knobs.settle)  # a layer that accepts the receive starts reading meanwhile
+            received = {channel: harness.reader(owner, channel, OWNER_MESSAGES) for channel in (first, second)}
+            for channel in received:
+                await harness.listening(channel)
             for i in range(OWNER_MESSAGES):
                 await other.send(first, {"i": i})
                 await other.send(second, {"i": i})
             problems = []
-            for channel in (first, second):
-                got: list[Message] = []
+            for channel, reading in received.items():
                 try:
-                    for _ in range(OWNER_MESSAGES):
-                        got.append(await harness.receive(owner, channel, wait=harness.knobs.receive_wait / 2))
-                    same(got, numbered(OWNER_MESSAGES), f"the owner's messages on {channel!r}")
+                    same(await reading, numbered(OWNER_MESSAGES), f"the owner's messages on {channel!r}")
                 except AssertionError as exc:
-                    problems.append(f"{exc} (the owner got {got!r})")
+                    problems.append(str(exc))
             if not attempt.done():
                 problems.append("the foreign receive() was still waiting instead of raising")
             elif not attempt.cancelled() and attempt.exception() is None:
@@ -84,7 +83,7 @@ class OwnershipChecks:
         assert target is not None
         layer = make_factory(target, harness.knobs.refused_config)()
         try:
-            local = await layer.new_channel()
+            local = await harness.new_channel(layer)
             pending = [asyncio.ensure_future(layer.receive(channel)) for channel in (harness.name("refused"), local)]
             await asyncio.sleep(0)
             for what, awaitable in (("send", layer.send(harness.name("refused"), {"x": 1})),
@@ -109,7 +108,7 @@ class OwnershipChecks:
             f"{type(layer).__name__} is not a channels.layers.BaseChannelLayer (its MRO: "
             f"{[cls.__name__ for cls in type(layer).__mro__]})")
         assert layer.MAX_NAME_LENGTH == 100, f"MAX_NAME_LENGTH is {layer.MAX_NAME_LENGTH!r}"
-        local = await layer.new_channel()
+        local = await harness.new_channel(layer)
         for name in ("a", "spec.compat-1_x", local, "n" * 99):
             assert layer.require_valid_channel_name(name) is True, f"require_valid_channel_name({name!r})"
         for bad in ("", "has space", "n" * 100, "two!bang!s", 42):
@@ -122,8 +121,8 @@ class OwnershipChecks:
         assert layer.non_local_name("spec.named") == "spec.named", "non_local_name('spec.named')"
         capacity = layer.get_capacity("spec.named")
         assert capacity == 7, f"get_capacity('spec.named') is {capacity!r} for a layer made with capacity=7"
-        await layer.send("spec.compat.named", {"through": "the layer"})  # the helpers changed nothing
-        same(await harness.receive(layer, "spec.compat.named"), {"through": "the layer"})
+        same(await harness.deliver(layer, local, {"through": "the layer"}), {"through": "the layer"},
+             "a message after the helpers ran")
 
 
 def _type_error(helper: Any, name: object) -> None:
