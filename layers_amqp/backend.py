@@ -44,8 +44,8 @@ log = logging.getLogger("layers.amqp")
 
 #: A process-queue consumer is cancelled when no pop came for this long (the core's reader stopped).
 IDLE_GRACE = 0.5
-#: How many handed-over bodies a subscription remembers: more than the unacknowledged deliveries the broker can
-#: have out to it (the prefetch of the current consumer plus what an idle-cancelled one still held).
+#: How many handed-over bodies a subscription remembers (at least 4 x its prefetch): more than the unacknowledged
+#: deliveries the broker can have out to it (the current consumer's prefetch plus what idle-cancelled ones held).
 _HANDED_MEMORY = 400
 
 
@@ -54,12 +54,15 @@ class _Subscription:
     """The consumers of one process queue and of the process's group inbox."""
 
     queue: str
-    # Delivered, not yet handed to the core: (item for the core, delivery tag, body as delivered), all unacked.
-    items: deque[tuple[bytes, int, bytes]] = field(default_factory=deque)
+    # Delivered, not yet handed to the core: (item for the core, delivery tag, hash of the body as delivered), all
+    # unacknowledged.
+    items: deque[tuple[bytes, int, int]] = field(default_factory=deque)
     channel: Channel | None = None  # the channel the items were delivered on (their tags belong to it)
-    # Bodies handed to the core lately.  Their acks may not have reached the broker when a connection died: it
-    # then delivers them again (``redelivered``), and these are dropped instead of being received twice.
-    handed: deque[bytes] = field(default_factory=lambda: deque(maxlen=_HANDED_MEMORY))
+    # Hashes of the bodies handed to the core lately (not the bodies: they may be large).  Their acks may not have
+    # reached the broker when a connection died: it then delivers them again (``redelivered``), and these are
+    # dropped instead of being received twice (a body carries its deadline to the microsecond, so two are alike
+    # only by a hash collision).
+    handed: deque[int] = field(default_factory=lambda: deque(maxlen=_HANDED_MEMORY))
     waiter: asyncio.Future[None] | None = None  # the pop waiting for a delivery
     tags: list[str] = field(default_factory=list)
     generation: int = -1  # Link.ctl_generation the consumers were created in
@@ -189,7 +192,7 @@ class AMQPBackend(Backend):
         else:  # "multiple" would also acknowledge what another process queue's consumer holds on this channel
             for _, tag, _ in taken:
                 channel.basic_ack(tag)
-        sub.handed.extend(body for _, _, body in taken)
+        sub.handed.extend(digest for _, _, digest in taken)
         return [item for item, _, _ in taken]
 
     def _sole_holder(self, sub: _Subscription) -> bool:
@@ -227,6 +230,8 @@ class AMQPBackend(Backend):
 
     async def _subscribe(self, sub: _Subscription, prefetch: int) -> None:
         await self.link.ready()
+        if (sub.handed.maxlen or 0) < 4 * prefetch:
+            sub.handed = deque(sub.handed, maxlen=4 * prefetch)
         self._cancel_consumers(sub)
         generation = self.link.ctl_generation
         name, inbox = self.top.queue(sub.queue), self.top.group_inbox(sub.queue)
@@ -274,7 +279,8 @@ class AMQPBackend(Backend):
         if sub.channel is not channel:
             sub.items.clear()  # delivered on a channel that is gone: back on the broker, and coming again
             sub.channel = channel
-        if method.redelivered and body in sub.handed:  # handed over before, its ack lost with its connection
+        digest = hash(body)
+        if method.redelivered and digest in sub.handed:  # handed over before, its ack lost with its connection
             channel.basic_ack(method.delivery_tag)
             return
         item = body
@@ -284,7 +290,7 @@ class AMQPBackend(Backend):
                 channel.basic_ack(method.delivery_tag)
                 return
             item = resolved
-        sub.items.append((item, method.delivery_tag, body))
+        sub.items.append((item, method.delivery_tag, digest))
         sub.wake()
 
     def _maybe_idle(self, sub: _Subscription) -> None:

@@ -213,6 +213,34 @@ def test_a_receiving_process_holds_at_most_one_batch_ahead(make_layer: Any, url:
     run(main())
 
 
+def test_a_redelivery_of_what_was_received_is_not_received_twice(make_layer: Any,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Received messages whose acks died with the connection come back from the broker (``redelivered``); the
+    layer recognises them instead of delivering them again, and still delivers what it had not handed over."""
+    from layers_amqp.wire import Channel
+
+    async def main() -> None:
+        layer, sender = make_layer(), make_layer()
+        channel = await layer.new_channel()
+        with monkeypatch.context() as patch:
+            patch.setattr(Channel, "basic_ack", lambda *_args, **_kwargs: None)  # the acks never leave
+            for i in range(5):
+                await sender.send(channel, {"i": i})
+            assert [(await receive(layer, channel))["i"] for _ in range(5)] == list(range(5))
+            await sender.send(channel, {"i": 5})  # delivered to the process, not yet received
+            await asyncio.sleep(0.2)
+        link = layer._state().backend.link  # type: ignore[attr-defined]
+        link._drop_connection()  # the broker requeues every unacknowledged delivery of that connection
+        assert await receive(layer, channel) == {"i": 5}
+        await sender.send(channel, {"i": 6})
+        assert await receive(layer, channel) == {"i": 6}
+        await nothing(layer, channel)
+        for each in (layer, sender):
+            await each.close()
+
+    run(main())
+
+
 # -- flush ----------------------------------------------------------------------------------------------------------
 
 
