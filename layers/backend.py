@@ -64,6 +64,10 @@ class Backend(abc.ABC):
         Waits up to ``timeout`` seconds for the first item and returns ``[]`` if none came.  Each item is returned
         to exactly one caller across all processes (at-most-once, never duplicated).  The core calls ``pop`` for a
         queue from a single reader task per event loop.
+
+        ``limit`` is also the credit of a backend whose server pushes (a consumer): it may hold at most ``limit``
+        items taken off the server ahead of the pops, so that what a process holds ahead of its receivers stays
+        bounded and the rest keeps counting toward capacity on the server (spec R-CAP-5).
         """
 
     def pop_nowait(self, queue: str, limit: int) -> list[bytes] | None:
