@@ -38,7 +38,7 @@ async def _send_until_full(layer: Any, channel: str, count: int) -> int:
 
 
 class GroupDeliveryChecks:
-    @check("R-GROUP-7", "groups")
+    @check("R-GROUP-7", "groups", "capacity")
     async def test_r_group_7_full_local_member_skipped(self, harness: Harness) -> None:
         """R-GROUP-7: capacity=3, a local member that does not read: of 10 group_sends exactly 3 arrive (and a
         layer with a ``group_drops`` counter counts the other 7)."""
@@ -54,7 +54,7 @@ class GroupDeliveryChecks:
         if before is not None and after is not None:
             assert after - before == 7, f"group_drops counted {after - before} skipped member(s), expected 7"
 
-    @check("R-CAP-5")
+    @check("R-CAP-5", "capacity")
     async def test_r_cap_5_fetching_ahead_is_bounded(self, harness: Harness) -> None:
         """R-CAP-5: capacity=3; right after a receive() on a local channel, with none pending, at most
         3 + 100 of 500 sends succeed, and those all arrive in order."""
@@ -77,6 +77,8 @@ class GroupDeliveryChecks:
     async def test_r_deliv_5_send_and_group_send_keep_order(self, harness: Harness, kind: str) -> None:
         """R-DELIV-5: one writer interleaves send and group_send to one member channel, with the receiver idle and
         then waiting: 60 messages arrive in the order they were made."""
+        if kind == "named":  # the first half is sent while nobody receives: it waits on the channel
+            harness.require("named_backlog")
         layer = await harness.layer(capacity=ROOMY)
         channel = await harness.channel(layer, kind)
         group = harness.name("group")
