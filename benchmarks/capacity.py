@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import re
 import sys
@@ -345,6 +346,76 @@ async def notify_listeners(server: Server, listeners: list[int], messages: int) 
     return rows
 
 
+# -- the sizing model ------------------------------------------------------------------------------------------
+
+#: The workload docs/scaling.md sizes for (Centrifugo's published million-connection test, in our terms): every
+#: WebSocket has its process channel and is in one group of 10; each WebSocket causes 0.05 group sends/s (so 0.5
+#: deliveries/s) and receives 0.05 direct messages/s; a 20% share of the connections re-joins its group per
+#: minute (group_discard + group_add).  5,000 WebSockets per ASGI process; servers planned at 50% CPU.
+WORKLOAD = {"group_size": 10, "group_sends_per_ws": 0.05, "direct_per_ws": 0.05, "rejoins_per_ws": 0.2 / 60,
+            "ws_per_process": 5000, "target_cpu": 0.5}
+SIZES = (10_000, 100_000, 1_000_000)
+
+
+def _destination_processes(processes: int, members: int) -> float:
+    """Expected distinct processes holding ``members`` members spread at random over ``processes``."""
+    return processes * (1 - (1 - 1 / processes) ** members)
+
+
+def _notify_cost_per_listener(figures: dict[str, Any]) -> float:
+    rows = figures.get("notify_listeners") or []
+    base = next((r["server_cpu_us_per_msg"] for r in rows if r["listeners"] == 0), None)
+    most = max(rows, key=lambda r: r["listeners"], default=None)
+    if base is None or most is None or most["listeners"] == 0:
+        return 0.0
+    return float(most["server_cpu_us_per_msg"] - base) / most["listeners"]
+
+
+def server_cpu(figures: dict[str, Any], backend: str, websockets: int) -> dict[str, float]:
+    """Server CPU cores the WORKLOAD needs at ``websockets`` concurrent WebSockets, by operation."""
+    w = WORKLOAD
+    processes = max(1, round(websockets / w["ws_per_process"]))
+    members = int(w["group_size"])
+    dest = _destination_processes(processes, members)
+    # PostgreSQL: every process LISTENs on the prefix's one channel, so each NOTIFY costs per listener.
+    per_listener = _notify_cost_per_listener(figures) if backend == "postgres" else 0.0
+    direct_us = figures["send_us"] + figures["receive_us"] + per_listener * processes
+    group_us = (figures["group_send_us_per_destination_process"] * dest
+                + figures["group_send_us_per_extra_member"] * max(members - dest, 0)
+                + per_listener * max(processes - 20, 0) * dest / max(processes, 1))
+    rejoin_us = 2 * figures["group_add_us"]  # a discard costs about what an add does
+    cores = {
+        "direct": websockets * w["direct_per_ws"] * direct_us / 1e6,
+        "groups": websockets * w["group_sends_per_ws"] * group_us / 1e6,
+        "rejoins": websockets * w["rejoins_per_ws"] * rejoin_us / 1e6,
+    }
+    cores["total"] = sum(cores.values())
+    cores["processes"] = processes
+    return cores
+
+
+def sizing_table(results: dict[str, Any]) -> str:
+    """Markdown: server cores (at 100% CPU) and servers at the planning target, per backend and size."""
+    lines = ["| backend | WebSockets | ASGI processes | deliveries/s | server CPU (cores) | servers at 50% CPU |",
+             "|---|---:|---:|---:|---:|---|"]
+    for backend in ("redis", "amqp", "postgres"):
+        if backend not in results:
+            continue
+        for size in SIZES:
+            cores = server_cpu(results[backend], backend, size)
+            deliveries = size * (WORKLOAD["group_sends_per_ws"] * WORKLOAD["group_size"] + WORKLOAD["direct_per_ws"])
+            needed = cores["total"] / WORKLOAD["target_cpu"]
+            if backend == "redis":
+                servers = f"{max(1, math.ceil(needed))} shard(s) (one core each)"
+            elif backend == "amqp":
+                servers = f"{needed:.1f} cores: {max(1, math.ceil(needed / 8))} node(s) of 8 cores"
+            else:
+                servers = f"{needed:.1f} cores on one primary" + (" (beyond one server)" if needed > 32 else "")
+            lines.append(f"| {backend} | {size:,} | {cores['processes']:,} | {deliveries:,.0f} | "
+                         f"{cores['total']:.2f} | {servers} |")
+    return "\n".join(lines)
+
+
 def _round(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: round(v, 1) if isinstance(v, float) else v for k, v in figures.items()}
 
@@ -353,7 +424,7 @@ async def main_async(backends: list[str], scale: float, listeners: list[int]) ->
     results: dict[str, Any] = {"machine": _machine(), "scale": scale, "message": MESSAGE}
     for name in backends:
         print(f"[capacity] {name}: starting a private server", file=sys.stderr)
-        server = await asyncio.to_thread(SERVERS[name])
+        server = SERVERS[name]()  # from the main thread: the server then dies with this process
         try:
             figures = _round(await measure(server, scale))
             if name == "postgres" and listeners:
@@ -380,13 +451,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the operation counts (default 1.0)")
     parser.add_argument("--listeners", default="0,100,1000", help="PostgreSQL: idle LISTEN sessions to add")
     parser.add_argument("--json", help="write the figures here as JSON")
+    parser.add_argument("--table-from", metavar="JSON", help="only print the sizing table for figures saved before")
     args = parser.parse_args(argv)
+    if args.table_from:
+        print(sizing_table(json.loads(Path(args.table_from).read_text())))
+        return
     listeners = [int(x) for x in args.listeners.split(",") if x.strip()]
     results = asyncio.run(main_async(args.backends.split(","), args.scale, listeners))
     text = json.dumps(results, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")
     print(text)
+    print(sizing_table(results))
 
 
 if __name__ == "__main__":
