@@ -78,8 +78,6 @@ ENTRIES: tuple[Entry, ...] = (
     _skip("channels", _LAY + "TestChannelLayerManager::test_backend_import_error_not_hidden",
           "exercises Channels' ChannelLayerManager with a broken backend class of its own: no layer of ours"),
     # channels_redis 4.3.0: tests/test_core.py -------------------------------------------------------------------
-    _skip("channels_redis", _RCORE + "test_random_reset__client_prefix",
-          "reads channels_redis's client_prefix attribute"),
     _skip("channels_redis", _RCORE + "test_default_group_key_format", "calls the private _group_key (key layout)"),
     _skip("channels_redis", _RCORE + "test_custom_group_key_format", "calls the private _group_key (key layout)"),
     _skip("channels_redis", _RCORE + "test_receive_buffer_respects_capacity",
@@ -99,8 +97,6 @@ ENTRIES: tuple[Entry, ...] = (
     # channels_postgres 1.1.4 ------------------------------------------------------------------------------------
     _skip("channels_postgres", _PG + "test_groups_basic",
           "passes channels_postgres's own group_discard(..., expire=1) argument"),
-    _skip("channels_postgres", _PG + "test_random_reset__client_prefix",
-          "reads channels_postgres's client_prefix attribute"),
     _skip("channels_postgres", _PG + "test_guarantee_at_most_once_delivery",
           "waits on channels_postgres's private listener_task_is_running event"),
     _skip("channels_postgres", _PG + "test_default_group_key_format", "calls the private _group_key (key layout)"),
