@@ -29,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LAYERS", "EcosystemLayer", "main"]
+__all__ = ["LAYERS", "REVIEWED", "EcosystemLayer", "NotRunnable", "Row", "main", "render", "run_layer"]
 
 REDIS = "redis://127.0.0.1:6379/0"
 POSTGRES = "postgresql://postgres@127.0.0.1:5432"
@@ -44,6 +44,8 @@ class Setup:
     target: str
     config: dict[str, Any] = field(default_factory=dict)
     knobs: dict[str, Any] = field(default_factory=dict)
+    #: Capabilities (spec.harness.DECLARABLE) the layer lacks on its author's word -> where the author says so.
+    declared: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     #: The layer cannot be confined by a prefix, but this run gave it a server, database or vhost of its own.
     private: bool = False
@@ -72,14 +74,40 @@ def _ours(url: str) -> Callable[[str], Setup]:
     return prepare
 
 
-#: What the authors of pub/sub designs document their layers lack, declared for them (knob ``lacks``).
-_PUBSUB_LACKS = {"lacks": ["capacity", "multi_loop", "foreign_members"]}
+class NotRunnable(Exception):
+    """This machine lacks what the layer needs (a server of its kind): the row says so instead of failing."""
 
 
-def _shared(target: str, config: dict[str, Any], knobs: dict[str, Any] | None = None) -> Setup:
-    """A layer whose instances share a server: a second OS process reaches it through the same class and options."""
-    shared_knobs = {"shares_state": True, "process_target": target, "process_config": config, **(knobs or {})}
-    return Setup(target, config, shared_knobs)
+#: Redis Pub/Sub designs (channels_redis's RedisPubSubChannelLayer and its fork in channels_valkey): what their code
+#: shows they lack, with where it shows it (their README documents none of it).
+_REDIS_PUBSUB_LACKS = {
+    "capacity": "pubsub.py: no capacity option (RedisPubSubLoopLayer swallows extra options in **kwargs) and "
+                "_receive_message files every message into an unbounded asyncio.Queue()",
+    "named_backlog": "pubsub.py: send() is a bare PUBLISH and a named channel is SUBSCRIBEd only by its first "
+                     "receive(), so what is sent before that reaches nobody",
+    "multi_loop": "pubsub.py: _get_layer keeps one RedisPubSubLoopLayer per running event loop; channels made in "
+                  "one loop exist only there",
+    "foreign_members": "pubsub.py group_add: RuntimeError \"You can only call group_add() on channels that exist "
+                       "in-process\"",
+}
+
+_NATS_LACKS = {
+    "capacity": "layer.py docstring and README: \"ChannelFull cannot be raised on the sender's side over "
+                "pub/sub\"; a full mailbox drops at the receiver",
+    "multi_loop": "layer.py docstring: \"A process-specific channel belongs to the loop whose new_channel() "
+                  "handed it out\"",
+    "foreign_members": "README: receive or group_add of a channel another process or event loop made raises "
+                       "ValueError (layer.py _mailbox)",
+}
+
+
+def _shared(target: str, config: dict[str, Any], declared: dict[str, str] | None = None) -> Setup:
+    """A layer whose instances share a server.  The runner gives the second OS process the same target and options
+    (including the fresh prefix it substitutes), so neither is passed here."""
+    knobs: dict[str, Any] = {"shares_state": True}
+    if declared:
+        knobs["lacks"] = list(declared)
+    return Setup(target, config, knobs, dict(declared or {}))
 
 
 def _channels_redis(tag: str) -> Setup:
@@ -88,20 +116,70 @@ def _channels_redis(tag: str) -> Setup:
 
 def _channels_redis_pubsub(tag: str) -> Setup:
     return _shared("channels_redis.pubsub.RedisPubSubChannelLayer", {"hosts": [REDIS], "prefix": f"compat{tag}"},
-                   _PUBSUB_LACKS)
+                   _REDIS_PUBSUB_LACKS)
+
+
+def valkey_server_binary() -> str | None:
+    """``LAYERS_VALKEY_SERVER`` or ``valkey-server`` on PATH: channels_valkey's Lua scripts call Valkey's
+    ``server`` global, which Redis lacks, so its core layer needs a real Valkey."""
+    return os.environ.get("LAYERS_VALKEY_SERVER") or shutil.which("valkey-server")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _private_valkey() -> tuple[str, Callable[[], None]]:
+    """Start a Valkey server of this run's own on a free port; its URL and how to stop it."""
+    binary = valkey_server_binary()
+    if binary is None:
+        raise NotRunnable("needs a Valkey server (its Lua scripts use Valkey's `server` global, which Redis "
+                          "lacks): put valkey-server on PATH or set LAYERS_VALKEY_SERVER")
+    port = _free_port()
+    directory = tempfile.mkdtemp(prefix="layers-compat-valkey-")
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    def stop() -> None:
+        server.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(10)
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+    deadline = time.monotonic() + 20
+    while not _reachable(f"127.0.0.1:{port}"):
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop()
+            raise NotRunnable(f"{binary} did not start on port {port}")
+        time.sleep(0.1)
+    return f"redis://127.0.0.1:{port}/0", stop
 
 
 def _channels_valkey(tag: str) -> Setup:
-    return _shared("channels_valkey.core.ValkeyChannelLayer", {"hosts": [REDIS], "prefix": f"compat{tag}"})
+    url, stop = _private_valkey()
+    setup = _shared("channels_valkey.core.ValkeyChannelLayer", {"hosts": [url], "prefix": f"compat{tag}"})
+    setup.cleanup.append(stop)
+    return setup
 
 
 def _channels_valkey_pubsub(tag: str) -> Setup:
+    """PUBLISH/SUBSCRIBE only: Redis serves it as well as Valkey."""
+    declared = {name: text.replace("pubsub.py", "channels_valkey/pubsub.py (channels_redis's, forked)", 1)
+                for name, text in _REDIS_PUBSUB_LACKS.items()}
     return _shared("channels_valkey.pubsub.ValkeyPubSubChannelLayer", {"hosts": [REDIS], "prefix": f"compat{tag}"},
-                   _PUBSUB_LACKS)
+                   declared)
 
 
 def _channels_nats(tag: str) -> Setup:
-    return _shared("channels_nats.NatsChannelLayer", {"servers": NATS, "prefix": f"compat{tag}"}, _PUBSUB_LACKS)
+    return _shared("channels_nats.NatsChannelLayer", {"servers": NATS, "prefix": f"compat{tag}"}, _NATS_LACKS)
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -113,10 +191,21 @@ def _channels_rabbitmq(tag: str) -> Setup:
     vhost = f"compat-{tag}"
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    setup = _shared("channels_rabbitmq.core.RabbitmqChannelLayer", {"host": f"{AMQP}/{vhost}"})
+    setup = _shared("spec.ecosystem.channels_rabbitmq_layer", {"host": f"{AMQP}/{vhost}"})
     setup.private = True
     setup.cleanup.append(lambda: _rabbitmqctl("delete_vhost", vhost))
     return setup
+
+
+def channels_rabbitmq_layer(**options: Any) -> Any:
+    """channels_rabbitmq's RabbitmqChannelLayer, with the suite's ``capacity`` passed as ``remote_capacity``: its
+    README names that option for what Channels calls capacity ("When remote_capacity messages are queued in RabbitMQ,
+    send() ... will raise ChannelFull").  Every other option goes through unchanged."""
+    from channels_rabbitmq.core import RabbitmqChannelLayer  # only installed for this table
+
+    if "capacity" in options:
+        options["remote_capacity"] = options.pop("capacity")
+    return RabbitmqChannelLayer(**options)
 
 
 def _django_settings(directory: Path, name: str, body: str) -> dict[str, str]:
@@ -141,16 +230,19 @@ def _channels_postgres(tag: str) -> Setup:
     _psql(f"CREATE DATABASE {database}")
     directory = Path(tempfile.mkdtemp(prefix="layers-compat-"))
     # Every key Django's DatabaseWrapper reads: channels_postgres builds one from its CONFIG without Django's defaults.
-    db = {"ENGINE": "django.db.backends.postgresql", "NAME": database, "USER": "postgres", "PASSWORD": "",
-          "HOST": "127.0.0.1", "PORT": "5432", "OPTIONS": {}, "TIME_ZONE": None, "CONN_MAX_AGE": 0,
-          "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True, "ATOMIC_REQUESTS": False}
+    db: dict[str, Any] = {
+        "ENGINE": "django.db.backends.postgresql", "NAME": database, "USER": "postgres", "PASSWORD": "",
+        "HOST": "127.0.0.1", "PORT": "5432", "OPTIONS": {}, "TIME_ZONE": None, "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": False, "AUTOCOMMIT": True, "ATOMIC_REQUESTS": False,
+    }
     env = _django_settings(directory, "compat_settings", f"""
         SECRET_KEY = "compat-only"
         USE_TZ = True
         INSTALLED_APPS = ["channels_postgres"]
         DATABASES = {{"default": {db!r}, "channels_postgres": {db!r}}}
         """)
-    setup = _shared("channels_postgres.core.PostgresChannelLayer", dict(db))
+    setup = _shared("channels_postgres.core.PostgresChannelLayer", dict(db), {
+        "capacity": "README, channel_capacity: \"there's no channel capacity\" (core.py never raises ChannelFull)"})
     setup.env, setup.private = env, True
     setup.cleanup += [lambda: _psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
                       lambda: shutil.rmtree(directory, ignore_errors=True)]
@@ -188,14 +280,16 @@ LAYERS: list[EcosystemLayer] = [
     EcosystemLayer("channels_redis RedisChannelLayer", "channels-redis", "127.0.0.1:6379", _channels_redis),
     EcosystemLayer("channels_redis RedisPubSubChannelLayer", "channels-redis", "127.0.0.1:6379",
                    _channels_redis_pubsub),
-    EcosystemLayer("channels_valkey ValkeyChannelLayer", "channels-valkey", "127.0.0.1:6379", _channels_valkey),
+    EcosystemLayer("channels_valkey ValkeyChannelLayer", "channels-valkey", None, _channels_valkey,
+                   "run against a private valkey-server of this run (its Lua scripts need Valkey, not Redis)"),
     EcosystemLayer("channels_valkey ValkeyPubSubChannelLayer", "channels-valkey", "127.0.0.1:6379",
                    _channels_valkey_pubsub),
     EcosystemLayer("channels_nats NatsChannelLayer", "channels-nats", "127.0.0.1:4222", _channels_nats),
     EcosystemLayer("channels_postgres PostgresChannelLayer", "channels-postgres", "127.0.0.1:5432",
                    _channels_postgres),
     EcosystemLayer("channels_rabbitmq RabbitmqChannelLayer", "channels-rabbitmq", "127.0.0.1:5672",
-                   _channels_rabbitmq),
+                   _channels_rabbitmq, "run through spec.ecosystem.channels_rabbitmq_layer, which passes the "
+                   "suite's `capacity` as its documented `remote_capacity`"),
     EcosystemLayer("channels_lite SQLiteChannelLayer", "channels-lite", None, _channels_lite),
 ]
 
@@ -211,9 +305,10 @@ class Row:
     layer: EcosystemLayer
     version: str
     report: dict[str, Any] | None = None
-    problem: str = ""  # why there is no report (not installed, server down, crash)
+    problem: str = ""  # why there is no report (not installed, server down, crash), short enough for a table cell
+    problem_detail: str = ""  # the whole story, shown below the table
     seconds: float = 0.0
-    declared: list[str] = field(default_factory=list)  # capabilities declared lacking on the author's word
+    declared: dict[str, str] = field(default_factory=dict)  # capability -> where its author says it is lacking
 
 
 def _reachable(service: str) -> bool:
@@ -245,15 +340,22 @@ def run_layer(layer: EcosystemLayer, timeout: float) -> Row:
     installed = _version(layer.distribution)
     row = Row(layer, installed or "")
     if installed is None:
-        row.problem = f"not installed (pip install {layer.distribution})"
+        row.problem = "not installed"
+        row.problem_detail = f"not installed here (pip install {layer.distribution})"
         return row
     if layer.service and not _reachable(layer.service):
-        row.problem = f"its server {layer.service} is not reachable"
+        row.problem = f"server {layer.service} not reachable"
+        row.problem_detail = f"its server {layer.service} did not answer, so it was not run"
         return row
     tag = uuid.uuid4().hex[:8]
     started = time.monotonic()
-    setup = layer.prepare(tag)
-    row.declared = list(setup.knobs.get("lacks", []))
+    try:
+        setup = layer.prepare(tag)
+    except NotRunnable as exc:
+        row.problem = f"not run: {str(exc).split(' (')[0].split(':')[0]}"
+        row.problem_detail = f"not run: {exc}"
+        return row
+    row.declared = dict(setup.declared)
     try:
         with tempfile.TemporaryDirectory(prefix="layers-compat-") as tmp:
             out = Path(tmp) / "report.json"
@@ -262,19 +364,26 @@ def run_layer(layer: EcosystemLayer, timeout: float) -> Row:
                 done = subprocess.run(_spec_command(setup, out), env=env, capture_output=True, text=True,
                                       timeout=timeout)
             except subprocess.TimeoutExpired:
-                row.problem = f"the suite did not finish within {timeout:g}s"
+                row.problem = f"did not finish within {timeout:g} s"
+                row.problem_detail = f"the suite did not finish within {timeout:g} s (--timeout)"
                 return row
             if out.exists():
                 row.report = json.loads(out.read_text())
             else:
-                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-                row.problem = f"runner exit {done.returncode} without a report: {' / '.join(tail)}"
+                said = (done.stderr or done.stdout).strip()
+                row.problem = f"runner exit {done.returncode}, no report"
+                row.problem_detail = (f"`python -m spec` exited with {done.returncode} without a report; its last "
+                                      f"output:\n\n```\n{_tail(said, 15)}\n```")
     finally:
         for step in setup.cleanup:
             with contextlib.suppress(Exception):
                 step()
         row.seconds = time.monotonic() - started
     return row
+
+
+def _tail(text: str, lines: int) -> str:
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing)"
 
 
 # -- the table ----------------------------------------------------------------------------------------------------
@@ -306,10 +415,11 @@ def render(rows: Sequence[Row], tiers: Sequence[str], command: str) -> str:
         "# Compatibility of channel layers with the channel-layer spec",
         "",
         f"Generated by `{command}` on {time.strftime('%Y-%m-%d')} (Python {sys.version.split()[0]}), every layer",
-        "installed from the package index and run unmodified against the servers of one machine.",
+        "installed from the package index and run unmodified against the servers of one machine, each under a",
+        "prefix, database, vhost or file of the run's own.",
         "Tiers: **core** = what the Channels spec requires; **recommended** = what Channels users rely on;",
         "**strict** = this project's own additions (see spec/SPEC.md). Cells: verdict (passed/applicable, n/a =",
-        "not applicable by a declared capability, or skipped).",
+        "not applicable by a declared or discovered capability, or skipped).",
         "",
         "| layer | version | " + " | ".join(tiers) + " | run |",
         "|---|---|" + "---|" * len(tiers) + "---|",
@@ -317,30 +427,47 @@ def render(rows: Sequence[Row], tiers: Sequence[str], command: str) -> str:
     for row in rows:
         if row.report is None:
             lines.append(f"| {row.layer.name} | {row.version or '-'} | " + " | ".join(["-"] * len(tiers))
-                         + f" | no report: {row.problem} |")
+                         + f" | {row.problem} |")
         else:
             lines.append(f"| {row.layer.name} | {row.version} | "
                          + " | ".join(_tier_cell(row.report, tier) for tier in tiers) + f" | {row.seconds:.0f} s |")
-    lines += ["", "## Failures, with the reason read from each layer's code", ""]
+    lines += [
+        "",
+        "## Failures, with the reason read from each layer's code",
+        "",
+        "Each reason was written by reading that layer's source (`REVIEWED` in spec/ecosystem.py); a failure",
+        "marked *not reviewed* is new since then and has no explanation yet.",
+        "",
+    ]
     for row in rows:
         lines += _failures(row)
     return "\n".join(lines) + "\n"
 
 
+def reason(row: Row, requirement: str) -> str | None:
+    """The reviewed reason for ``row``'s layer failing ``requirement``, if somebody wrote one."""
+    return REVIEWED.get((row.layer.name, requirement))
+
+
 def _failures(row: Row) -> list[str]:
+    heading = [f"### {row.layer.name} {row.version}".rstrip(), ""]
+    notes = [f"Run: {row.layer.note}.", ""] if row.layer.note else []
     if row.report is None:
-        return [f"### {row.layer.name}", "", f"No report: {row.problem}.", ""]
+        return [*heading, *notes, f"No report: {row.problem_detail or row.problem}.", ""]
     failed = [r for r in _requirements(row.report) if r["status"] in _FAILING]
-    if not failed and not row.report.get("crash"):
+    if not failed and not row.report.get("crash") and not row.declared:
         return []
-    lines = [f"### {row.layer.name} {row.version}", ""]
+    lines = [*heading, *notes]
     if row.declared:
-        lines += [f"Declared lacking, as its documentation says: {', '.join(row.declared)}.", ""]
+        lines += ["Declared lacking, as its documentation or code says:", ""]
+        lines += [f"- {name}: {where}" for name, where in row.declared.items()]
+        lines.append("")
     if row.report.get("crash"):
         lines += [f"The runner reported a crash: {_first_line(row.report['crash'])}", ""]
     for result in failed:
-        reason = REVIEWED.get((row.layer.name, result["id"]))
-        shown = reason or f"(not reviewed yet) {_first_line(result.get('detail') or result['status'])}"
+        shown = reason(row, result["id"])
+        if shown is None:
+            shown = f"*not reviewed*: {_first_line(result.get('detail') or result['status'])}"
         lines.append(f"- {result['tier']} **{result['id']}** {result['title']}: {shown}")
     lines.append("")
     return lines
