@@ -140,10 +140,15 @@ def _private_valkey() -> tuple[str, Callable[[], None]]:
                           "lacks): put valkey-server on PATH or set LAYERS_VALKEY_SERVER")
     port = _free_port()
     directory = tempfile.mkdtemp(prefix="layers-compat-valkey-")
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", directory],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    try:
+        server = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", directory],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise NotRunnable(f"needs a Valkey server: {binary} does not start ({exc})") from exc
 
     def stop() -> None:
         server.terminate()
@@ -354,6 +359,10 @@ def run_layer(layer: EcosystemLayer, timeout: float) -> Row:
     except NotRunnable as exc:
         row.problem = f"not run: {str(exc).split(' (')[0].split(':')[0]}"
         row.problem_detail = f"not run: {exc}"
+        return row
+    except (OSError, subprocess.SubprocessError) as exc:  # a database, vhost or migration this run could not make
+        row.problem = "setup failed"
+        row.problem_detail = f"setting up its server state failed: {exc!r}"
         return row
     row.declared = dict(setup.declared)
     try:
