@@ -204,6 +204,10 @@ def run_suite(
         suite_knobs["process_target"] = target
         suite_knobs.setdefault("process_config", options)
         resolved = Knobs.resolve(probe.spec_knobs, suite_knobs)
+    if probe.prefix_accepted and resolved.process_target == target:
+        # The second process works under this run's prefix too, whatever process_config was given.
+        suite_knobs["process_config"] = {**dict(resolved.process_config), "prefix": unique}
+        resolved = Knobs.resolve(probe.spec_knobs, suite_knobs)
     notes.extend(_capability_notes(probe, resolved, chosen))
     suite = type("TestTarget", (ConformanceSuite,), {"spec_knobs": suite_knobs, "layer_factory": _fixture(factory)})
     collector = RequirementCollector()

@@ -75,3 +75,10 @@ def test_an_unconfinable_shared_layer_is_refused_without_yes_flush(redis_url: st
                    "--pytest-args", f"-k '{SELECTION}'", env=env)
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert "--yes-flush given" in allowed.stdout
+
+
+def test_the_second_process_works_under_the_runs_prefix_too(redis_url: str) -> None:
+    """A process_config naming the site's prefix does not send the second process (R-MULTI-5) there."""
+    done = _run("-m", "spec", redis_url, "--knob", 'process_config={"prefix": "asgi"}', "--pytest-args", "-k r_multi_5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "  pass       R-MULTI-5" in done.stdout
