@@ -196,7 +196,13 @@ def _channels_rabbitmq(tag: str) -> Setup:
     vhost = f"compat-{tag}"
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    setup = _shared("spec.ecosystem.channels_rabbitmq_layer", {"host": f"{AMQP}/{vhost}"})
+    setup = _shared("spec.ecosystem.channels_rabbitmq_layer", {"host": f"{AMQP}/{vhost}"}, {
+        "multi_loop": "core.py: \"The caller tried using channels_rabbitmq on a different event loop than the one it "
+                      "was initialized with\" (carehare_connection; the constructor's error text says the same of "
+                      "async_to_sync)",
+        "foreign_members": "group_add/group_discard docstrings: \"Spec deviation: ... you can't subscribe someone "
+                           "else's channel to a group\"",
+    })
     setup.private = True
     setup.cleanup.append(lambda: _rabbitmqctl("delete_vhost", vhost))
     return setup
@@ -298,8 +304,210 @@ LAYERS: list[EcosystemLayer] = [
     EcosystemLayer("channels_lite SQLiteChannelLayer", "channels-lite", None, _channels_lite),
 ]
 
-#: (layer name, requirement id) -> why that layer fails it, from reading the layer's code.
+#: (layer name, requirement id) -> why that layer fails it, from reading the layer's code.  A failure without an
+#: entry is shown as not reviewed: a new release of a layer (or of this suite) must not be explained away silently.
 REVIEWED: dict[tuple[str, str], str] = {}
+
+#: What every layer that validates through channels.layers.BaseChannelLayer (or copies its checks) fails.
+_BASE_LAYER_STRICT = {
+    "R-NAMES-4": "BaseChannelLayer.require_valid_channel_name raises its fixed invalid_name_error sentence, which "
+                 "never names the refused value",
+    "R-NAMES-5": "BaseChannelLayer.channel_name_regex ends in `$`, which also matches before a trailing newline",
+    "R-MSG-1": "send() checks the message with `assert isinstance(message, dict)`: an AssertionError, not a TypeError",
+    "R-MSG-5": "no message size limit and no MessageTooLarge attribute",
+}
+
+_INMEMORY = "channels InMemoryChannelLayer"
+REVIEWED.update({(_INMEMORY, rid): why for rid, why in _BASE_LAYER_STRICT.items()})
+REVIEWED.update({
+    (_INMEMORY, "R-API-1"): "no ChannelFull attribute: channels/layers.py imports ChannelFull and raises it, but "
+                            "neither BaseChannelLayer nor InMemoryChannelLayer sets it on the class",
+    (_INMEMORY, "R-CAP-2"): "InMemoryChannelLayer keeps channel_capacity as the raw dict (it never calls "
+                            "compile_capacities), so get_capacity's `for pattern, capacity in ...` unpacks a key "
+                            "string: ValueError on every send",
+    (_INMEMORY, "R-CAP-3"): "send() makes one asyncio.Queue per full channel name (self.channels.setdefault), so "
+                            "every local channel has a capacity of its own instead of sharing the process's",
+    (_INMEMORY, "R-EXP-2"): "send() never calls _clean_expired (only receive and group_send do): expired messages "
+                            "keep filling the queue's maxsize",
+    (_INMEMORY, "R-CLOSE-3"): "close() does nothing (`# Nothing to go`): a pending receive keeps waiting",
+    (_INMEMORY, "R-MSG-3"): "messages are stored with deepcopy and never serialized, so tuples stay tuples",
+    (_INMEMORY, "R-MSG-4"): "nothing is serialized: any object is accepted (deepcopy) and delivered",
+    (_INMEMORY, "R-PROC-5"): "instances share nothing and a new_channel() name records no owner: receive() on "
+                             "another instance's channel makes an empty queue and waits on it",
+})
+
+_REDIS = "channels_redis RedisChannelLayer"
+_VALKEY = "channels_valkey ValkeyChannelLayer"
+_CANCELLED_BZPOPMIN = (
+    "a receive() cancelled while BZPOPMIN is in flight (core.py _brpop_with_clean) raises the client's "
+    "TimeoutError('Timeout reading from ...') instead of CancelledError: the read timeout of redis-py's asyncio "
+    "Connection.read_response turns the cancellation into a timeout (their #134/#151/#163: cancelled receives)"
+)
+REVIEWED.update({(_REDIS, rid): why for rid, why in _BASE_LAYER_STRICT.items()})
+REVIEWED.update({
+    (_REDIS, "R-API-1"): "no ChannelFull attribute: core.py imports channels.exceptions.ChannelFull and raises it, "
+                         "but never sets it on the class (BaseChannelLayer has none)",
+    (_REDIS, "R-MSG-4"): "msgpack's own error ('can not serialize 'object' object') comes out of serialize(); "
+                         "nothing names the key",
+    (_REDIS, "R-MSG-6"): "receive() files the ONE dict receive_single deserialized into every local member's buffer "
+                         "(`for chan in message_channel: self.receive_buffer[chan].put_nowait(message)`): members "
+                         "in one process share it, so one consumer's change shows in the others'",
+    (_REDIS, "R-GROUP-5"): "group_send stores one message per process carrying a list of members, and receive() "
+                           "puts that one deserialized dict into every member's buffer: the copies are one object",
+    (_REDIS, "R-PROC-5"): "receive() refuses with `assert real_channel.endswith(self.client_prefix + \"!\"), "
+                          "\"Wrong client prefix\"`: an AssertionError that does not name the channel",
+    (_REDIS, "R-CANCEL-1"): _CANCELLED_BZPOPMIN,
+    (_REDIS, "R-CANCEL-2"): _CANCELLED_BZPOPMIN,
+    (_REDIS, "R-CANCEL-3"): "messages are lost to cancellation: _brpop_with_clean awaits ZADD to the $inflight "
+                            "backup only after BZPOPMIN has removed the message, and receive()'s CancelledError "
+                            "handler does `del self.receive_buffer[channel]`, dropping what was buffered for it "
+                            "(their #134/#151/#163)",
+    (_REDIS, "R-MULTI-4"): "send() checks ZCOUNT and ZADDs in separate round trips ('This can allow the list to leak "
+                           "slightly over capacity, but that's fine'), so concurrent senders all pass the check",
+})
+# channels_valkey's core.py is channels_redis's, renamed (the Lua calls `server.` instead of `redis.`).
+REVIEWED.update({(_VALKEY, rid): why.replace("redis-py", "valkey-py") for (name, rid), why in REVIEWED.items()
+                 if name == _REDIS})
+
+_REDIS_PUBSUB = "channels_redis RedisPubSubChannelLayer"
+_VALKEY_PUBSUB = "channels_valkey ValkeyPubSubChannelLayer"
+_PUBSUB_CANCEL = ("a cancelled receive() UNSUBSCRIBEs the channel and drops its queue (pubsub.py receive: \"We "
+                  "assume here that the reason we are cancelled is because the consumer is exiting\"): what was "
+                  "queued for it, or arrives after, is lost")
+_PUBSUB_NAMES = "no name is validated: send() PUBLISHes to, and group_add() records, whatever string it gets"
+REVIEWED.update({
+    (_REDIS_PUBSUB, "R-API-1"): "no ChannelFull attribute: RedisPubSubChannelLayer.__getattr__ forwards to "
+                                "RedisPubSubLoopLayer, which has none",
+    (_REDIS_PUBSUB, "R-NAMES-2"): _PUBSUB_NAMES,
+    (_REDIS_PUBSUB, "R-NAMES-3"): _PUBSUB_NAMES,
+    (_REDIS_PUBSUB, "R-NAMES-4"): _PUBSUB_NAMES,
+    (_REDIS_PUBSUB, "R-NAMES-5"): _PUBSUB_NAMES,
+    (_REDIS_PUBSUB, "R-MSG-1"): "send() hands the message to msgpack unchecked: None is published",
+    (_REDIS_PUBSUB, "R-MSG-4"): "msgpack's own error ('can not serialize 'object' object'); nothing names the key",
+    (_REDIS_PUBSUB, "R-MSG-5"): "no message size limit and no MessageTooLarge attribute",
+    (_REDIS_PUBSUB, "R-PROC-1"): "new_channel() returns f\"{self.prefix}{prefix}{uuid4().hex}\": no '!', so its "
+                                 "channels are not process-local by the Channels naming rule",
+    (_REDIS_PUBSUB, "R-PROC-5"): "no ownership: any instance's receive() SUBSCRIBEs the name (a channel is a plain "
+                                 "Pub/Sub channel) and waits",
+    (_REDIS_PUBSUB, "R-PROC-6"): "no ownership: another instance's receive() SUBSCRIBEs the owner's channel and "
+                                 "gets its messages",
+    (_REDIS_PUBSUB, "R-PROC-7"): "new_channel() puts the layer's prefix before the requested one "
+                                 "(f\"{self.prefix}{prefix}...\")",
+    (_REDIS_PUBSUB, "R-EXP-1"): "no expiry: messages wait in the unbounded local asyncio.Queue until received",
+    (_REDIS_PUBSUB, "R-GEXP-1"): "no group expiry: memberships are a local set that only group_discard and flush "
+                                 "empty",
+    (_REDIS_PUBSUB, "R-FLUSH-3"): "flush() resets only this instance's subscriptions and queues; the other "
+                                  "instance's queued message stays",
+    (_REDIS_PUBSUB, "R-CANCEL-1"): _PUBSUB_CANCEL,
+    (_REDIS_PUBSUB, "R-CANCEL-2"): _PUBSUB_CANCEL,
+    (_REDIS_PUBSUB, "R-CANCEL-3"): _PUBSUB_CANCEL,
+    (_REDIS_PUBSUB, "R-MULTI-1"): "a named channel is a Pub/Sub channel: every instance receiving on it gets its "
+                                  "own copy of every message",
+    (_REDIS_PUBSUB, "R-COMPAT-1"): "RedisPubSubChannelLayer subclasses object, not channels.layers.BaseChannelLayer",
+})
+# channels_valkey's pubsub.py is channels_redis's, renamed.
+REVIEWED.update({(_VALKEY_PUBSUB, rid): why.replace("RedisPubSub", "ValkeyPubSub")
+                 for (name, rid), why in REVIEWED.items() if name == _REDIS_PUBSUB})
+
+_NATS = "channels_nats NatsChannelLayer"
+_NATS_CLOSED = ("close() retires this loop's client id, and a process channel made before belongs to it (close()'s "
+                "docstring: \"no longer this loop's to receive\"): _mailbox raises ValueError")
+REVIEWED.update({
+    (_NATS, "R-NAMES-4"): _BASE_LAYER_STRICT["R-NAMES-4"],
+    (_NATS, "R-NAMES-5"): "BaseChannelLayer's regex (`$`) lets the trailing newline through; nats-py then refuses "
+                          "the subject with BadSubjectError, not a TypeError",
+    (_NATS, "R-MSG-1"): _BASE_LAYER_STRICT["R-MSG-1"],
+    (_NATS, "R-MSG-4"): "msgpack's own error ('can not serialize 'object' object'); nothing names the key",
+    (_NATS, "R-DELIV-5"): "send() to a process channel goes out on the process subject and group_send on the group "
+                          "subject, two subscriptions that nats-py dispatches independently, so their order mixes",
+    (_NATS, "R-GEXP-1"): "documented: \"group_expiry is stored and never enforced\" (layer.py docstring, README)",
+    (_NATS, "R-CLOSE-2"): _NATS_CLOSED,
+    (_NATS, "R-CLOSE-3"): "the pending receive ends with ChannelLayerClosed as asked, but then " + _NATS_CLOSED,
+})
+
+_RABBITMQ = "channels_rabbitmq RabbitmqChannelLayer"
+_NO_NAMED = ("refuses named channels: send/receive raise RuntimeError from _assert_channel_is_reply_channel "
+             "(README, Deviations from the Channel Layer Specification: No \"normal channels\")")
+_RECEIVE_ONLY = ("receive() never opens the connection (only send and the group calls touch carehare_connection), so "
+                 "an instance that has only received has no queue yet: what others send to its channels is "
+                 "unroutable and RabbitMQ drops it")
+REVIEWED.update({(_RABBITMQ, rid): _NO_NAMED for rid in (
+    "R-NAMES-1", "R-MSG-2", "R-MSG-7", "R-DELIV-1", "R-DELIV-2", "R-DELIV-3", "R-DELIV-4", "R-GROUP-1", "R-SYNC-2",
+    "R-MULTI-1")})
+REVIEWED.update({
+    (_RABBITMQ, "R-API-1"): "no ChannelFull attribute: core.py raises channels.exceptions.ChannelFull but never "
+                            "sets it on the class (BaseChannelLayer has none)",
+    (_RABBITMQ, "R-NAMES-4"): "valid_channel_name (BaseChannelLayer) raises its fixed sentence, which never names "
+                              "the refused value",
+    (_RABBITMQ, "R-NAMES-5"): "BaseChannelLayer's regex (`$`) lets the trailing newline through; what refuses it is "
+                              "the named-channel RuntimeError, not a TypeError",
+    (_RABBITMQ, "R-MSG-1"): "util.serialize_message checks with `assert isinstance(data, dict)`: an AssertionError",
+    (_RABBITMQ, "R-MSG-4"): "msgpack's own error ('can not serialize 'object' object'); nothing names the key",
+    (_RABBITMQ, "R-MSG-5"): _BASE_LAYER_STRICT["R-MSG-5"],
+    (_RABBITMQ, "R-MSG-6"): "MultiQueue.put_nowait files ONE _Message(data) for every local member of a group: the "
+                            "members share one dict",
+    (_RABBITMQ, "R-GROUP-5"): "MultiQueue.put_nowait files ONE _Message(data) for every local member of a group: "
+                              "the copies are one object",
+    (_RABBITMQ, "R-PROC-5"): "receive() refuses with a bare `assert channel.startswith(self._queue_name + \"!\")`: "
+                             "an AssertionError without the channel's name",
+    (_RABBITMQ, "R-PROC-6"): _RECEIVE_ONLY,
+    (_RABBITMQ, "R-PROC-7"): "new_channel(prefix) ignores prefix: it returns f\"{self._queue_name}!{letters}\"",
+    (_RABBITMQ, "R-EXP-1"): "expiry is RabbitMQ's x-message-ttl; a message the consumer already prefetched into the "
+                            "local MultiQueue only expires with local_expiry, which defaults to None",
+    (_RABBITMQ, "R-GEXP-1"): "documented: \"No group_expiry option\" (README, Deviations); memberships last until "
+                             "group_discard or the connection ends",
+    (_RABBITMQ, "R-CLOSE-2"): "documented: after close() \"All pending and future calls to receive() will raise "
+                              "StopConsumer ... Undelivered messages will be lost\" (close() docstring)",
+    (_RABBITMQ, "R-CLOSE-3"): "the pending receive ends with StopConsumer as asked, but every later call raises "
+                              "StopConsumer too (close() docstring: \"future calls ... will raise StopConsumer\")",
+    (_RABBITMQ, "R-MULTI-2"): _RECEIVE_ONLY,
+    (_RABBITMQ, "R-MULTI-5"): _RECEIVE_ONLY,
+    (_RABBITMQ, "R-COMPAT-1"): "RabbitmqChannelLayer subclasses BaseChannelLayer but its __init__ never calls "
+                               "BaseChannelLayer.__init__, so the inherited get_capacity() reads a channel_capacity "
+                               "that does not exist (AttributeError)",
+})
+
+_LITE = "channels_lite SQLiteChannelLayer"
+REVIEWED.update({(_LITE, rid): why for rid, why in _BASE_LAYER_STRICT.items()})
+REVIEWED.update({
+    (_LITE, "R-API-1"): "no ChannelFull attribute: layers/__init__.py raises channels.exceptions.ChannelFull but "
+                        "never sets it on the class (BaseChannelLayer has none)",
+    (_LITE, "R-MSG-2"): "SQLiteChannelLayer defaults to serializer_format=\"json\" (layers/core.py), and JSON "
+                        "cannot carry the bytes values Channels messages hold",
+    (_LITE, "R-MSG-4"): "the JSON serializer's own error ('Object of type object is not JSON serializable'); "
+                        "nothing names the key",
+    (_LITE, "R-PROC-5"): "receive() refuses with `assert real_channel.endswith(self.client_prefix + \"!\"), "
+                         "\"Wrong client prefix\"`: an AssertionError that does not name the channel",
+    (_LITE, "R-CLOSE-3"): "close() cancels the process-channel polling tasks only; a receive() on a named channel "
+                          "polls in its own `while True` loop that close() does not stop",
+    (_LITE, "R-CANCEL-2"): "a named-channel receive marks the row delivered with aupdate(delivered=True) (a "
+                           "sync_to_async thread that completes even when the caller is cancelled) and only then "
+                           "returns: a cancellation there drops the message",
+    (_LITE, "R-CANCEL-3"): "a named-channel receive marks the row delivered with aupdate(delivered=True) (a "
+                           "sync_to_async thread that completes even when the caller is cancelled) and only then "
+                           "returns: every wait_for timeout there drops a message",
+    (_LITE, "R-SYNC-1"): "the receive buffers (BoundedQueue) and polling locks are asyncio objects made in the first "
+                         "event loop and reused from the next one async_to_sync makes",
+    (_LITE, "R-MULTI-4"): "_prepare_message_for_send counts pending rows and then inserts, two statements with no "
+                          "lock between them, so concurrent senders all pass the check",
+})
+
+_POSTGRES = "channels_postgres PostgresChannelLayer"
+REVIEWED.update({(_POSTGRES, rid): why for rid, why in _BASE_LAYER_STRICT.items()})
+REVIEWED.update({
+    (_POSTGRES, "R-API-1"): "no ChannelFull attribute (core.py never mentions ChannelFull; BaseChannelLayer has "
+                            "none)",
+    (_POSTGRES, "R-NAMES-2"): "group_add validates neither name: it goes straight to add_channel_to_group",
+    (_POSTGRES, "R-NAMES-3"): "group_add validates neither name: it goes straight to add_channel_to_group",
+    (_POSTGRES, "R-MSG-4"): "msgpack's own error ('can not serialize 'object' object'); nothing names the key",
+    (_POSTGRES, "R-PROC-5"): "receive() refuses with `assert real_channel.endswith(self.client_prefix + '!'), "
+                             "'Wrong client prefix'`: an AssertionError that does not name the channel",
+    (_POSTGRES, "R-GEXP-1"): "retrieve_group_channels selects members without looking at their expire column; "
+                             "expired rows go only when delete_expired_groups runs, 10-20 minutes after a "
+                             "group_discard (db.py)",
+    (_POSTGRES, "R-SYNC-1"): "the per-channel asyncio.Queue lives in the module-global ASYNCIO_EVENT_CHANNEL_MAPPING "
+                             "and stays bound to the first event loop; async_to_sync's next loop cannot use it",
+})
 
 
 # -- running ------------------------------------------------------------------------------------------------------

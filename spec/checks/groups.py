@@ -34,7 +34,8 @@ class GroupChecks:
     async def test_r_group_2_discard(self, harness: Harness) -> None:
         """R-GROUP-2: a discarded member gets nothing more; discarding non-members or from unknown groups is fine."""
         layer = await harness.layer()
-        group, gone, stays = harness.name("group"), await harness.new_channel(layer), harness.name("member")
+        # Both members local: discarding is the subject, and a layer without named channels must not fail it.
+        group, gone, stays = harness.name("group"), await harness.new_channel(layer), await harness.new_channel(layer)
         waiting = harness.reader(layer, stays)  # receiving first, as in R-GROUP-1
         await harness.listening(stays)
         for channel in (gone, stays):
