@@ -28,19 +28,17 @@ from .traffic import Stream, check, run_failover
 TIMEOUT = 2.0
 
 
-def _start_cluster() -> RabbitCluster:
+def _cluster() -> Iterator[RabbitCluster]:
     if not rabbitmq_available():
         pytest.skip("rabbitmq-server is not installed")
-    return RabbitCluster(3).start()
-
-
-@pytest.fixture(scope="module")
-def conformance_cluster() -> Iterator[RabbitCluster]:
-    cluster = _start_cluster()
+    cluster = RabbitCluster(3).start()
     try:
         yield cluster
     finally:
         cluster.stop()
+
+
+conformance_cluster = pytest.fixture(scope="module", name="conformance_cluster")(_cluster)
 
 
 def _urls(cluster: RabbitCluster, first: int) -> list[str]:
@@ -65,13 +63,7 @@ class TestRabbitClusterConformance(ConformanceSuite):
                                                     **{"prefix": "spec", **overrides})
 
 
-@pytest.fixture
-def rabbit_cluster() -> Iterator[RabbitCluster]:
-    cluster = _start_cluster()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+rabbit_cluster = pytest.fixture(name="rabbit_cluster")(_cluster)  # a fresh cluster for each node it kills
 
 
 def _queues_by_node(node: RabbitNode, prefix: str) -> dict[str, str]:
