@@ -44,8 +44,6 @@ class Setup:
     target: str
     config: dict[str, Any] = field(default_factory=dict)
     knobs: dict[str, Any] = field(default_factory=dict)
-    #: Capabilities (spec.harness.DECLARABLE) the layer lacks on its author's word -> where the author says so.
-    declared: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     #: The layer cannot be confined by a prefix, but this run gave it a server, database or vhost of its own.
     private: bool = False
@@ -101,13 +99,10 @@ _NATS_LACKS = {
 }
 
 
-def _shared(target: str, config: dict[str, Any], declared: dict[str, str] | None = None) -> Setup:
+def _shared(target: str, config: dict[str, Any]) -> Setup:
     """A layer whose instances share a server.  The runner gives the second OS process the same target and options
     (including the fresh prefix it substitutes), so neither is passed here."""
-    knobs: dict[str, Any] = {"shares_state": True}
-    if declared:
-        knobs["lacks"] = list(declared)
-    return Setup(target, config, knobs, dict(declared or {}))
+    return Setup(target, config, {"shares_state": True})
 
 
 def _channels_redis(tag: str) -> Setup:
@@ -115,8 +110,7 @@ def _channels_redis(tag: str) -> Setup:
 
 
 def _channels_redis_pubsub(tag: str) -> Setup:
-    return _shared("channels_redis.pubsub.RedisPubSubChannelLayer", {"hosts": [REDIS], "prefix": f"compat{tag}"},
-                   _REDIS_PUBSUB_LACKS)
+    return _shared("channels_redis.pubsub.RedisPubSubChannelLayer", {"hosts": [REDIS], "prefix": f"compat{tag}"})
 
 
 def valkey_server_binary() -> str | None:
@@ -177,14 +171,11 @@ def _channels_valkey(tag: str) -> Setup:
 
 def _channels_valkey_pubsub(tag: str) -> Setup:
     """PUBLISH/SUBSCRIBE only: Redis serves it as well as Valkey."""
-    declared = {name: text.replace("pubsub.py", "channels_valkey/pubsub.py (channels_redis's, forked)", 1)
-                for name, text in _REDIS_PUBSUB_LACKS.items()}
-    return _shared("channels_valkey.pubsub.ValkeyPubSubChannelLayer", {"hosts": [REDIS], "prefix": f"compat{tag}"},
-                   declared)
+    return _shared("channels_valkey.pubsub.ValkeyPubSubChannelLayer", {"hosts": [REDIS], "prefix": f"compat{tag}"})
 
 
 def _channels_nats(tag: str) -> Setup:
-    return _shared("channels_nats.NatsChannelLayer", {"servers": NATS, "prefix": f"compat{tag}"}, _NATS_LACKS)
+    return _shared("channels_nats.NatsChannelLayer", {"servers": NATS, "prefix": f"compat{tag}"})
 
 
 def _rabbitmqctl(*args: str) -> None:
@@ -196,13 +187,7 @@ def _channels_rabbitmq(tag: str) -> Setup:
     vhost = f"compat-{tag}"
     _rabbitmqctl("add_vhost", vhost)
     _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    setup = _shared("spec.ecosystem.channels_rabbitmq_layer", {"host": f"{AMQP}/{vhost}"}, {
-        "multi_loop": "core.py: \"The caller tried using channels_rabbitmq on a different event loop than the one it "
-                      "was initialized with\" (carehare_connection; the constructor's error text says the same of "
-                      "async_to_sync)",
-        "foreign_members": "group_add/group_discard docstrings: \"Spec deviation: ... you can't subscribe someone "
-                           "else's channel to a group\"",
-    })
+    setup = _shared("spec.ecosystem.channels_rabbitmq_layer", {"host": f"{AMQP}/{vhost}"})
     setup.private = True
     setup.cleanup.append(lambda: _rabbitmqctl("delete_vhost", vhost))
     return setup
@@ -252,8 +237,7 @@ def _channels_postgres(tag: str) -> Setup:
         INSTALLED_APPS = ["channels_postgres"]
         DATABASES = {{"default": {db!r}, "channels_postgres": {db!r}}}
         """)
-    setup = _shared("channels_postgres.core.PostgresChannelLayer", dict(db), {
-        "capacity": "README, channel_capacity: \"there's no channel capacity\" (core.py never raises ChannelFull)"})
+    setup = _shared("channels_postgres.core.PostgresChannelLayer", dict(db))
     setup.env, setup.private = env, True
     setup.cleanup += [lambda: _psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"),
                       lambda: shutil.rmtree(directory, ignore_errors=True)]
@@ -508,6 +492,44 @@ REVIEWED.update({
     (_POSTGRES, "R-SYNC-1"): "the per-channel asyncio.Queue lives in the module-global ASYNCIO_EVENT_CHANNEL_MAPPING "
                              "and stays bound to the first event loop; async_to_sync's next loop cannot use it",
 })
+_PG_TWO_LISTENERS = (
+    "every receive() that starts before the process's LISTEN task is up starts another one "
+    "(_get_or_create_listener_task says 'new' until the first has set its event), and each files every NOTIFY into "
+    "the same module-global queue: concurrent first receives get each message twice"
+)
+_PG_NOT_YET_LOCKED = (
+    "the LISTEN task drops the NOTIFY of a channel whose receive() has not yet recorded its advisory lock "
+    "(\"Discarding event for channel ... because we don't have the advisory lock\") and never reads that row again: "
+    "a message sent right after a receive() starts, or to a channel made after the listener started, is lost"
+)
+_PG_LOCK_RACE = (
+    "competing receives race pg_try_advisory_lock on different pooled connections and the last answer, False, is "
+    "what _get_or_create_channel_advisory_lock records: the listener then discards every event of the channel"
+)
+REVIEWED.update({(_POSTGRES, rid): _PG_TWO_LISTENERS for rid in (
+    "R-DELIV-4", "R-PROC-4", "R-PROC-6", "R-GROUP-1", "R-CANCEL-1", "R-CANCEL-2", "R-CANCEL-3")})
+REVIEWED.update({(_POSTGRES, rid): _PG_NOT_YET_LOCKED for rid in ("R-NAMES-1", "R-MSG-6", "R-DELIV-2", "R-GEXP-2")})
+REVIEWED.update({(_POSTGRES, rid): _PG_LOCK_RACE for rid in ("R-DELIV-1", "R-MULTI-1")})
+
+
+#: Layer name -> capabilities (spec.harness.DECLARABLE) it lacks on its author's word, and where the author says so;
+#: passed as the knob ``lacks`` and printed with the citation under the table.
+DECLARED: dict[str, dict[str, str]] = {
+    _REDIS_PUBSUB: _REDIS_PUBSUB_LACKS,
+    _VALKEY_PUBSUB: {name: text.replace("pubsub.py", "channels_valkey/pubsub.py (channels_redis's, forked)", 1)
+                     for name, text in _REDIS_PUBSUB_LACKS.items()},
+    _NATS: _NATS_LACKS,
+    _RABBITMQ: {
+        "multi_loop": "core.py: \"The caller tried using channels_rabbitmq on a different event loop than the one it "
+                      "was initialized with\" (carehare_connection; the constructor's error text says the same of "
+                      "async_to_sync)",
+        "foreign_members": "group_add/group_discard docstrings: \"Spec deviation: ... you can't subscribe someone "
+                           "else's channel to a group\"",
+    },
+    _POSTGRES: {
+        "capacity": "README, channel_capacity: \"there's no channel capacity\" (core.py never raises ChannelFull)",
+    },
+}
 
 
 # -- running ------------------------------------------------------------------------------------------------------
@@ -572,7 +594,9 @@ def run_layer(layer: EcosystemLayer, timeout: float) -> Row:
         row.problem = "setup failed"
         row.problem_detail = f"setting up its server state failed: {exc!r}"
         return row
-    row.declared = dict(setup.declared)
+    row.declared = dict(DECLARED.get(layer.name, {}))
+    if row.declared:
+        setup.knobs["lacks"] = list(row.declared)
     try:
         with tempfile.TemporaryDirectory(prefix="layers-compat-") as tmp:
             out = Path(tmp) / "report.json"
@@ -700,25 +724,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="write the Markdown table here (default: stdout)")
     p.add_argument("--only", action="append", default=[], help="run only layers whose name contains this")
     p.add_argument("--timeout", type=float, default=900, help="seconds one layer's run may take")
-    p.add_argument("--raw", type=Path, default=None, help="also write every report as JSON here")
+    p.add_argument("--raw", type=Path, default=None, help="also write every row (report, version, time) as JSON here")
+    p.add_argument("--from-raw", type=Path, default=None, metavar="RAW",
+                   help="run nothing: render the rows a --raw file of an earlier run holds (after reviewing failures)")
     args = p.parse_args(argv)
     chosen = [layer for layer in LAYERS if not args.only or any(o in layer.name for o in args.only)]
-    rows = []
-    for layer in chosen:
-        print(f"[ecosystem] {layer.name} ...", file=sys.stderr, flush=True)
-        row = run_layer(layer, args.timeout)
-        print(f"[ecosystem]   {row.problem or 'report'} ({row.seconds:.0f}s)", file=sys.stderr, flush=True)
-        rows.append(row)
+    if args.from_raw:
+        saved = json.loads(args.from_raw.read_text())
+        rows = [_saved_row(layer, saved[layer.name]) for layer in chosen if layer.name in saved]
+    else:
+        rows = []
+        for layer in chosen:
+            print(f"[ecosystem] {layer.name} ...", file=sys.stderr, flush=True)
+            row = run_layer(layer, args.timeout)
+            print(f"[ecosystem]   {row.problem or 'report'} ({row.seconds:.0f}s)", file=sys.stderr, flush=True)
+            rows.append(row)
     tiers = _tiers(rows)
     command = "python -m spec.ecosystem" + "".join(f" --only '{o}'" for o in args.only)
     text = render(rows, tiers, command)
     if args.raw:
-        args.raw.write_text(json.dumps({row.layer.name: row.report or row.problem for row in rows}, indent=1))
+        args.raw.write_text(json.dumps({row.layer.name: _row_record(row) for row in rows}, indent=1))
     if args.out:
         args.out.write_text(text)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _row_record(row: Row) -> dict[str, Any]:
+    return {"version": row.version, "seconds": row.seconds, "report": row.report, "problem": row.problem,
+            "problem_detail": row.problem_detail}
+
+
+def _saved_row(layer: EcosystemLayer, saved: Any) -> Row:
+    """A row from a --raw file (also the first format: the report itself, or the problem as a string)."""
+    if isinstance(saved, str):
+        saved = {"problem": saved, "problem_detail": saved}
+    elif "requirements" in saved:
+        saved = {"report": saved, "seconds": saved.get("seconds", 0.0)}
+    return Row(layer, saved.get("version") or _version(layer.distribution) or "", saved.get("report"),
+               saved.get("problem", ""), saved.get("problem_detail", ""), float(saved.get("seconds") or 0.0),
+               dict(DECLARED.get(layer.name, {})))
 
 
 def _tiers(rows: Sequence[Row]) -> list[str]:
