@@ -636,6 +636,8 @@ def _requirements(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 _FAILING = ("FAIL", "untested")
+#: The tiers python -m spec grades without --strict; a strict requirement a layer misses is "not met", not failed.
+_GRADED = ("core", "recommended")
 
 
 def _tier_cell(report: dict[str, Any], tier: str) -> str:
@@ -644,8 +646,11 @@ def _tier_cell(report: dict[str, Any], tier: str) -> str:
     passed = sum(r["status"] == "pass" for r in rows)
     not_applicable = sum(r["status"] == "n/a" for r in rows)
     not_run = len(rows) - passed - failed - not_applicable
-    verdict = f"**FAIL {failed}**" if failed else "pass"
-    counts = [f"{passed}/{passed + failed} passed"]
+    if tier in _GRADED:
+        verdict = f"**FAIL {failed}**" if failed else "pass"
+    else:
+        verdict = f"{failed} not met" if failed else "all met"
+    counts = [f"{passed}/{passed + failed} {'passed' if tier in _GRADED else 'met'}"]
     counts += [f"{not_applicable} n/a"] if not_applicable else []
     counts += [f"{not_run} not run"] if not_run else []
     return f"{verdict} ({', '.join(counts)})"
@@ -659,8 +664,9 @@ def render(rows: Sequence[Row], tiers: Sequence[str], command: str) -> str:
         "installed from the package index and run unmodified against the servers of one machine, each under a",
         "prefix, database, vhost or file of the run's own.",
         "Tiers: **core** = what the Channels spec requires; **recommended** = what Channels users rely on;",
-        "**strict** = this project's own additions (see spec/SPEC.md). Cells: verdict (passed/applicable, n/a =",
-        "not applicable by a declared or discovered capability, or skipped).",
+        "**strict** = this project's own additions (see spec/SPEC.md), reported as met or not met: a layer built on",
+        "Channels' own base class cannot meet some of them. Cells: verdict (passed/applicable, n/a = not applicable",
+        "by a declared or discovered capability, or skipped).",
         "",
         "| layer | version | " + " | ".join(tiers) + " | run |",
         "|---|---|" + "---|" * len(tiers) + "---|",
@@ -709,7 +715,8 @@ def _failures(row: Row) -> list[str]:
         shown = reason(row, result["id"])
         if shown is None:
             shown = f"*not reviewed*: {_first_line(result.get('detail') or result['status'])}"
-        lines.append(f"- {result['tier']} **{result['id']}** {result['title']}: {shown}")
+        tier = result["tier"] if result["tier"] in _GRADED else f"{result['tier']} (not met)"
+        lines.append(f"- {tier} **{result['id']}** {result['title']}: {shown}")
     lines.append("")
     return lines
 
