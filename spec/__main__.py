@@ -83,6 +83,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--yes-flush", action="store_true",
                    help="use the configured options as given (no fresh prefix) and flush that state")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON to FILE")
+    p.add_argument("--strict", action="store_true",
+                   help="grade the strict tier too: an unmet strict requirement fails the run (exit status 5)")
 
 
 def parser(prog: str = "python -m spec") -> argparse.ArgumentParser:
@@ -117,6 +119,7 @@ def run_from_args(args: argparse.Namespace, prog: str) -> int:
         return run_report(
             args.target, args.config, dict(args.knob), pytest_args=args.pytest_args, live=args.live,
             yes_flush=args.yes_flush, django_settings=args.django_settings, json_path=args.json,
+            strict=args.strict,
         )
     except BrokenPipeError:  # the reader went away (`| head`): no traceback about it
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from .harness import NOT_APPLICABLE, NOT_RUN
-from .requirements import TIER_MEANING, TIERS, requirements, tier_of
+from .requirements import GRADED_TIERS, TIER_MEANING, TIERS, requirements, tier_of
 
 __all__ = [
     "FAIL", "NA", "NOT_RUN_STATUS", "PASS", "SKIP", "UNTESTED", "RequirementCollector", "RequirementResult",
@@ -143,16 +143,18 @@ def tier_verdicts(results: dict[str, RequirementResult]) -> dict[str, str]:
     }
 
 
-def render(results: dict[str, RequirementResult]) -> list[str]:
+def render(results: dict[str, RequirementResult], strict: bool = False) -> list[str]:
     """The report lines: the verdict per tier, then the requirements of each tier (a second, indented line for
-    details), then a summary."""
+    details), then a summary.  Unless ``strict``, the strict tier is reported as met / not met, not graded."""
     width = max((len(rid) for rid in results), default=0)
     verdicts = tier_verdicts(results)
+    graded = [tier for tier in TIERS if tier in GRADED_TIERS or strict]
     lines = []
     for tier in TIERS:
         rows = [r for r in results.values() if r.tier == tier]
         if rows:
-            lines.append(f"{tier.capitalize():12} {verdicts[tier]:5} {_counts(rows)}")
+            verdict_text = verdicts[tier] if tier in graded else _UNGRADED[verdicts[tier]]
+            lines.append(f"{tier.capitalize():12} {verdict_text:7} {_counts(rows, tier in graded)}")
     for tier in TIERS:
         rows = [r for r in results.values() if r.tier == tier]
         if not rows:
@@ -160,26 +162,38 @@ def render(results: dict[str, RequirementResult]) -> list[str]:
         lines.append("")
         lines.append(f"{tier} — {TIER_MEANING[tier]}")
         for result in rows:
-            lines.append(f"  {result.status:10} {result.id:{width}}  {result.title}")
+            status = result.status if tier in graded or result.status != FAIL else NOT_MET
+            lines.append(f"  {status:10} {result.id:{width}}  {result.title}")
             if result.detail and result.status != PASS:
                 shown = result.detail.splitlines() or [""]
                 lines.append(f"  {'':10} {'':{width}}  -> {shown[0]}")
                 lines.extend(f"  {'':10} {'':{width}}     {line}" for line in shown[1:])
     lines.append("")
     tests = sum(len(r.tests) for r in results.values())
-    lines.append(f"{len(results)} requirements, {tests} tests: {_counts(list(results.values()))}")
+    graded_rows = [r for r in results.values() if r.tier in graded]
+    ungraded_rows = [r for r in results.values() if r.tier not in graded]
+    totals = _counts(graded_rows) + (f"; {_counts(ungraded_rows, graded=False)} (ungraded)" if ungraded_rows else "")
+    lines.append(f"{len(results)} requirements, {tests} tests: {totals}")
     failing = {tier: [r.id for r in results.values() if r.tier == tier and r.failed] for tier in TIERS}
-    if not any(failing.values()):
-        lines.append("Result: PASS (every tier)")
-    else:
-        parts = [f"{tier} FAIL ({', '.join(ids)})" if ids else f"{tier} PASS" for tier, ids in failing.items()]
-        lines.append("Result: " + "; ".join(parts))
+    parts = [f"{tier} FAIL ({', '.join(failing[tier])})" if failing[tier] else f"{tier} PASS" for tier in graded]
+    verdict = "FAIL" if any(failing[tier] for tier in graded) else "PASS"
+    ungraded = [tier for tier in TIERS if tier not in graded]
+    for tier in ungraded:
+        unmet = failing[tier]
+        parts.append(f"{tier}, reported only (--strict grades it): "
+                     + (f"{len(unmet)} not met ({', '.join(unmet)})" if unmet else "all met"))
+    lines.append(f"Result: {verdict} — " + "; ".join(parts))
     return lines
 
 
-def _counts(rows: list[RequirementResult]) -> str:
-    labels = ((PASS, "pass"), (FAIL, "FAIL"), (UNTESTED, "untested"), (NA, "n/a"), (NOT_RUN_STATUS, "not run"),
-              (SKIP, "skipped"), (DESELECTED, "deselected"))
+#: How an ungraded tier's verdict reads: a strict requirement a layer does not meet is not a failure of that layer.
+_UNGRADED = {"PASS": "met", "FAIL": "not met"}
+NOT_MET = "not met"
+
+
+def _counts(rows: list[RequirementResult], graded: bool = True) -> str:
+    labels = ((PASS, "pass"), (FAIL, "FAIL" if graded else NOT_MET), (UNTESTED, "untested"), (NA, "n/a"),
+              (NOT_RUN_STATUS, "not run"), (SKIP, "skipped"), (DESELECTED, "deselected"))
     parts = [f"{n} {label}" for status, label in labels if (n := sum(r.status == status for r in rows))]
     return ", ".join(parts) or "nothing"
 

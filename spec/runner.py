@@ -29,7 +29,7 @@ import pytest
 
 from .harness import Knobs
 from .report import RequirementCollector, RequirementResult, render, tier_verdicts
-from .requirements import TIERS
+from .requirements import GRADED_TIERS, TIERS
 from .suite import ConformanceSuite
 from .target import LayerFactory, describe, make_factory
 
@@ -40,12 +40,12 @@ __all__ = [
 #: Exit statuses of ``python -m spec`` and ``layers check``.
 EXIT_PASS, EXIT_CORE, EXIT_USAGE, EXIT_CRASH, EXIT_RECOMMENDED, EXIT_STRICT, EXIT_UNUSABLE = 0, 1, 2, 3, 4, 5, 6
 EXIT_STATUSES: dict[int, str] = {
-    EXIT_PASS: "every applicable requirement of every tier passed",
+    EXIT_PASS: "every applicable core and recommended requirement passed (strict ones too, with --strict)",
     EXIT_CORE: "a core requirement failed (the layer is broken for Django Channels)",
     EXIT_USAGE: "bad command line, target, option or knob, or a flush the runner refused; nothing ran",
     EXIT_CRASH: "the runner itself crashed (pytest stopped abnormally); the report shows what ran",
     EXIT_RECOMMENDED: "core passed, a recommended requirement failed",
-    EXIT_STRICT: "core and recommended passed, a strict requirement failed",
+    EXIT_STRICT: "with --strict: core and recommended passed, a strict requirement was not met",
     EXIT_UNUSABLE: "no layer could be made or used (e.g. the server is unreachable); nothing ran",
 }
 
@@ -99,6 +99,8 @@ class SuiteRun:
     seconds: float
     notes: list[str] = field(default_factory=list)
     crash: str | None = None
+    #: Whether an unmet strict requirement (this project's additions) fails the run; by default it is reported only.
+    strict: bool = False
 
     @property
     def failed(self) -> list[str]:
@@ -115,7 +117,7 @@ class SuiteRun:
             return EXIT_CRASH
         verdicts = self.verdicts
         for tier, status in zip(TIERS, (EXIT_CORE, EXIT_RECOMMENDED, EXIT_STRICT), strict=True):
-            if verdicts[tier] == "FAIL":
+            if verdicts[tier] == "FAIL" and (tier in GRADED_TIERS or self.strict):
                 return status
         return EXIT_PASS
 
@@ -123,6 +125,7 @@ class SuiteRun:
         """Everything the report shows, for tools (the compatibility table)."""
         return {
             "target": self.target, "knobs": _jsonable(self.knobs.__dict__), "verdicts": self.verdicts,
+            "graded_tiers": [tier for tier in TIERS if tier in GRADED_TIERS or self.strict],
             "exit_status": self.exit_code, "exit_code": self.exit_code, "exit_meaning": EXIT_STATUSES[self.exit_code],
             "notes": self.notes,
             "crash": self.crash, "seconds": round(self.seconds, 1),
@@ -153,6 +156,7 @@ def run_suite(
     *,
     yes_flush: bool = False,
     django_settings: str | None = None,
+    strict: bool = False,
 ) -> SuiteRun:
     """Run the whole conformance suite against ``target``: a layer URL, a dotted path to a layer class or to a
     factory function (``package.module.make_layer``, called with the options), or such a callable itself.
@@ -162,7 +166,8 @@ def run_suite(
     ``prefix`` when the target accepts one, and raises :class:`FlushRefused` for a shared-state layer it cannot
     confine.  When the layer shares state and no ``process_target`` is given, the target itself (with the same
     options) is what the second process of R-MULTI-5 uses.  ``pytest_args``: extra pytest arguments (a string is
-    split like a shell does); ``live`` lets pytest's own output through instead of capturing it.
+    split like a shell does); ``live`` lets pytest's own output through instead of capturing it.  ``strict``: an
+    unmet strict requirement fails the run (by default strict results are reported, not graded).
 
     Raises ``ValueError``/``ImportError`` for a bad target or knob, :class:`TargetUnusable` when no layer works.
     """
@@ -217,7 +222,8 @@ def run_suite(
     results = collector.results(complete=True)
     if crash is None and status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         crash = f"pytest stopped abnormally (exit status {status})"
-    return SuiteRun(describe(target), resolved, results, status, output, time.monotonic() - started, notes, crash)
+    return SuiteRun(describe(target), resolved, results, status, output, time.monotonic() - started, notes, crash,
+                    strict)
 
 
 def run_report(
@@ -231,17 +237,19 @@ def run_report(
     yes_flush: bool = False,
     django_settings: str | None = None,
     json_path: str | Path | None = None,
+    strict: bool = False,
 ) -> int:
     """Run the suite against ``target``, print the report tier by tier; return the exit status
     (:data:`EXIT_STATUSES`).  ``json_path``: also write the results as JSON there."""
     stream = out or sys.stdout
-    run = run_suite(target, config, knobs, pytest_args, live, yes_flush=yes_flush, django_settings=django_settings)
+    run = run_suite(target, config, knobs, pytest_args, live, yes_flush=yes_flush, django_settings=django_settings,
+                    strict=strict)
     print(f"Conformance of {run.target} to the channel-layer spec (spec/SPEC.md)", file=stream)
     for note in run.notes:
         print(f"  {note}", file=stream)
     print(f"  knobs: {run.knobs.describe()}", file=stream)
     print("", file=stream)
-    for line in render(run.results):
+    for line in render(run.results, strict=strict):
         print(line, file=stream)
     print(f"Ran in {run.seconds:.1f}s. Exit status {run.exit_code}: {EXIT_STATUSES[run.exit_code]}.", file=stream)
     if run.crash is not None:
