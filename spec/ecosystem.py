@@ -663,8 +663,13 @@ def _requirements(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 _FAILING = ("FAIL", "untested")
-#: The tiers python -m spec grades without --strict; a strict requirement a layer misses is "not met", not failed.
+#: The tiers python -m spec grades without --strict (its JSON says so in "graded_tiers"; older reports do not): a
+#: strict requirement a layer misses is "not met", not failed.
 _GRADED = ("core", "recommended")
+
+
+def _graded(report: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(report.get("graded_tiers") or _GRADED)
 
 
 def _tier_cell(report: dict[str, Any], tier: str) -> str:
@@ -673,11 +678,11 @@ def _tier_cell(report: dict[str, Any], tier: str) -> str:
     passed = sum(r["status"] == "pass" for r in rows)
     not_applicable = sum(r["status"] == "n/a" for r in rows)
     not_run = len(rows) - passed - failed - not_applicable
-    if tier in _GRADED:
-        verdict = f"**FAIL {failed}**" if failed else "pass"
-    else:
-        verdict = f"{failed} not met" if failed else "all met"
-    counts = [f"{passed}/{passed + failed} {'passed' if tier in _GRADED else 'met'}"]
+    graded = tier in _graded(report)
+    shown = {(True, True): f"**FAIL {failed}**", (True, False): "pass",
+             (False, True): f"{failed} not met", (False, False): "all met"}
+    verdict = shown[graded, bool(failed)]
+    counts = [f"{passed}/{passed + failed} {'passed' if graded else 'met'}"]
     counts += [f"{not_applicable} n/a"] if not_applicable else []
     counts += [f"{not_run} not run"] if not_run else []
     return f"{verdict} ({', '.join(counts)})"
@@ -742,7 +747,7 @@ def _failures(row: Row) -> list[str]:
         shown = reason(row, result["id"])
         if shown is None:
             shown = f"*not reviewed*: {_first_line(result.get('detail') or result['status'])}"
-        tier = result["tier"] if result["tier"] in _GRADED else f"{result['tier']} (not met)"
+        tier = result["tier"] if result["tier"] in _graded(row.report) else f"{result['tier']} (not met)"
         lines.append(f"- {tier} **{result['id']}** {result['title']}: {shown}")
     lines.append("")
     return lines
