@@ -13,10 +13,47 @@ backend never needs to look at them.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import weakref
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-__all__ = ["Backend", "Push"]
+__all__ = ["Backend", "Push", "background_task"]
+
+_T = TypeVar("_T")
+
+# Every task a layer starts on its own (readers, listeners, keep-alives, releases), so that the core can settle, in
+# one place, those that an event loop closed without layer.close() left behind (settle_background_tasks).
+_background_tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+
+def background_task(coro: Coroutine[Any, Any, _T], name: str | None = None,
+                    loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Task[_T]:
+    """Start ``coro`` as a task on ``loop`` (the running one by default); a backend starts every task of its own
+    through this.
+
+    Keep a reference to the task as with ``create_task``.  A loop may be closed under it without
+    ``layer.close()`` (a bare ``loop.close()``; DESIGN principle 4): the core then abandons that loop's state,
+    this task with it, so asyncio's "Task was destroyed but it is pending!" (meant for a task someone forgot)
+    is turned off for it, as asyncio's own ``run_until_complete`` does for the task it owns.
+    """
+    task = (loop or asyncio.get_running_loop()).create_task(coro, name=name)
+    task._log_destroy_pending = False  # type: ignore[attr-defined]
+    _background_tasks.add(task)
+    return task
+
+
+def settle_background_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """``loop`` is closed: its pending background tasks can never run, nor be cancelled (that schedules a callback
+    on the loop).  Close their coroutines now, so that their ``finally`` clauses run here rather than whenever the
+    collector finds them, and one that never started is not reported as never awaited."""
+    for task in [task for task in _background_tasks if task.get_loop() is loop]:
+        _background_tasks.discard(task)
+        if not task.done():
+            with contextlib.suppress(Exception):  # a clause that needs the loop fails: nothing is left to do it for
+                task.get_coro().close()
 
 
 @dataclass(frozen=True, slots=True)

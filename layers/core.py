@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .backend import Backend, FanOut, Push
+from .backend import Backend, FanOut, Push, background_task, settle_background_tasks
 from .capacity import CapacityRules, Pattern
 from .envelope import pack_item, unpack_item
 from .errors import (
@@ -388,6 +388,7 @@ class BackendChannelLayer(BaseChannelLayer):
     def _drop_dead_loops(self) -> None:
         for loop in [loop for loop in self._loops if loop.is_closed()]:
             self._loops.pop(loop).backend.abandon()
+            settle_background_tasks(loop)
 
     # -- introspection for tests and tools ----------------------------------------------------------------
 
@@ -471,7 +472,7 @@ class _LoopState:
 
     def _flush_pending(self) -> None:
         batch, self._pending = self._pending, []
-        task = self.loop.create_task(self._push_batch(batch))
+        task = background_task(self._push_batch(batch), loop=self.loop)
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
@@ -508,7 +509,8 @@ class _LoopState:
         self.waiters.setdefault(channel, deque()).append(future)
         self.waiting[queue] = self.waiting.get(queue, 0) + 1
         if queue not in self.readers:
-            self.readers[queue] = self.loop.create_task(self._read(queue), name=f"layers-reader-{queue}")
+            self.readers[queue] = background_task(self._read(queue), name=f"layers-reader-{queue}",
+                                                  loop=self.loop)
         try:
             return await future
         except asyncio.CancelledError:

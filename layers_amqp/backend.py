@@ -27,7 +27,7 @@ from typing import Any
 
 from pika import spec
 
-from layers.backend import Backend, FanOut, Push
+from layers.backend import Backend, FanOut, Push, background_task
 from layers.core import GroupFanOut
 from layers.errors import BackendUnavailable
 from layers.names import process_part
@@ -257,7 +257,8 @@ class AMQPBackend(Backend):
             return
         sub.tags, sub.generation = tags, generation
         if self._keepalive is None:
-            self._keepalive = self.link.loop.create_task(self._keep_alive(), name="layers-amqp-keepalive")
+            self._keepalive = background_task(self._keep_alive(), name="layers-amqp-keepalive",
+                                              loop=self.link.loop)
 
     async def _consume_bounded(self, queue: str, on_message: Any, prefetch: int) -> str:
         """A manual-ack consumer of ``queue`` that the broker sends at most ``prefetch`` unacknowledged messages.
@@ -435,7 +436,7 @@ class AMQPBackend(Backend):
 
     def _on_reconnected(self) -> None:
         if self._subs and (self._restoring is None or self._restoring.done()):
-            self._restoring = self.link.loop.create_task(self._restore(), name="layers-amqp-restore")
+            self._restoring = background_task(self._restore(), name="layers-amqp-restore", loop=self.link.loop)
 
     async def _restore(self) -> None:
         """After a reconnection (maybe a broker restart that lost every non-durable queue), re-declare our

@@ -29,6 +29,7 @@ from pika import spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
+from layers.backend import background_task
 from layers.errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -150,7 +151,7 @@ class Link:
             if self._attempt.done():
                 self._attempt = self.loop.create_future()
             attempt = self._attempt
-            self._connector = self.loop.create_task(self._connect_loop(), name="layers-amqp-connect")
+            self._connector = background_task(self._connect_loop(), name="layers-amqp-connect", loop=self.loop)
             self._connector.add_done_callback(lambda _task: _settle(attempt, None))  # ready() looks again
 
     def _next_broker(self) -> None:
@@ -284,7 +285,7 @@ class Link:
         self.on_lost()
         conn = self._conn
         if conn is not None and conn.is_open and not self._closed:
-            self._reopening = self.loop.create_task(self._reopen_ctl(conn))  # referenced: tasks are weak
+            self._reopening = background_task(self._reopen_ctl(conn), loop=self.loop)  # referenced: tasks are weak
 
     async def _reopen_ctl(self, conn: AsyncioConnection) -> None:
         try:

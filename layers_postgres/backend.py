@@ -21,7 +21,7 @@ import random
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ import msgpack
 import psycopg
 from psycopg import errors as pg_errors
 
-from layers.backend import Backend, FanOut, Push
+from layers.backend import Backend, FanOut, Push, background_task
 from layers.core import GroupFanOut
 from layers.envelope import unpack_item
 from layers.errors import BackendUnavailable
@@ -537,8 +537,8 @@ class PostgresBackend(Backend):
             if deleted and deleted > 0:
                 log.debug("swept %d expired item(s) under prefix %r", deleted, self.names.prefix)
 
-    def _spawn(self, call: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(call)
+    def _spawn(self, call: Coroutine[Any, Any, Any]) -> None:
+        task = background_task(call)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

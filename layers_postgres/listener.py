@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from layers.backend import background_task
 from layers.errors import BackendRefused
 
 from .pool import connect_or_refuse
@@ -95,7 +96,7 @@ class Listener:
                 self._wakers.clear()  # forget them all: a missing entry only costs one extra look at the table
             event = self._wakers[queue] = Wake()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="layers-postgres-listener")
+            self._task = background_task(self._run(), name="layers-postgres-listener")
         return event
 
     def may_hold(self, queue: str) -> bool:

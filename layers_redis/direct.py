@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
+from layers.backend import background_task
 from layers.errors import LayerError
 
 from .connection import UNAVAILABLE_REPLIES, ScriptCall, Shard, connection_options, refusal
@@ -162,7 +163,7 @@ class DirectShard(Shard):
         if idle_for < ARMED_WAIT:
             inbox.idle_timer = asyncio.get_running_loop().call_later(ARMED_WAIT - idle_for, self._check_idle, inbox)
         elif inbox.token or inbox.arrived:
-            inbox.releasing = asyncio.ensure_future(self._release(inbox))
+            inbox.releasing = background_task(self._release(inbox))
         else:
             self._forget(inbox)
 
