@@ -18,12 +18,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pika import spec
 
@@ -32,7 +33,7 @@ from layers.core import GroupFanOut
 from layers.errors import BackendUnavailable
 from layers.names import process_part
 
-from .connection import ChannelError, Link
+from .connection import ChannelError, Link, channel_failure
 from .declarations import Declarations
 from .groups import ADD, DISCARD, RECORD_TYPE, Directory, pack_record, record_ttl_ms
 from .topology import GROUP_EXCHANGE, Topology
@@ -77,6 +78,25 @@ class _Subscription:
             self.waiter.set_result(None)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _public(method: Callable[Concatenate[AMQPBackend, _P], Coroutine[Any, Any, _R]],
+            ) -> Callable[Concatenate[AMQPBackend, _P], Coroutine[Any, Any, _R]]:
+    """A call the core makes: a channel error the backend did not absorb leaves it as a ``layers.errors`` type
+    (ChannelError is private to this package)."""
+
+    @functools.wraps(method)
+    async def call(self: AMQPBackend, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(self, *args, **kwargs)
+        except ChannelError as exc:
+            raise channel_failure(method.__name__, exc) from exc
+
+    return call
+
+
 class AMQPBackend(Backend):
     min_expiry = 1.0
     #: Sends are not batched by the core: each publishes at once (no extra loop iteration, no task), pika
@@ -106,6 +126,7 @@ class AMQPBackend(Backend):
 
     # -- push ------------------------------------------------------------------------------------------------
 
+    @_public
     async def push(self, pushes: Sequence[Push]) -> list[bool]:
         results: list[bool] = [False] * len(pushes)
         todo = list(range(len(pushes)))
@@ -143,6 +164,7 @@ class AMQPBackend(Backend):
 
     # -- pop: process queues -------------------------------------------------------------------------------
 
+    @_public
     async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
         if "!" in queue:
             return await self._pop_process(queue, limit, timeout)
@@ -464,6 +486,7 @@ class AMQPBackend(Backend):
 
     # -- groups ----------------------------------------------------------------------------------------------
 
+    @_public
     async def group_add(self, group: str, channel: str, deadline: float) -> None:
         await self.link.ready()
         proc = process_part(channel)
@@ -510,6 +533,7 @@ class AMQPBackend(Backend):
         await self.link.bind(member, GROUP_EXCHANGE, self.top.group_key(group))
         await self.declared.register(member, again=True)
 
+    @_public
     async def group_discard(self, group: str, channel: str) -> None:
         await self.link.ready()
         proc = process_part(channel)
@@ -531,6 +555,7 @@ class AMQPBackend(Backend):
         """Only this process's own members are known here (the others live with their owners)."""
         return self.directory.members(self.top.group_key(group), time.time())
 
+    @_public
     async def group_push(self, group: str, fan_out: FanOut) -> int:
         """One publish to the group's routing key reaches each member queue once, whatever the group size.
 
@@ -548,6 +573,7 @@ class AMQPBackend(Backend):
 
     # -- flush / close -----------------------------------------------------------------------------------------
 
+    @_public
     async def flush(self) -> None:
         await self.link.ready()
         registry = self.top.registry

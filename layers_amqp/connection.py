@@ -36,13 +36,14 @@ from layers.errors import (
     BackendRefused,
     BackendUnavailable,
     DatabaseNotFound,
+    LayerError,
     TLSVerificationFailed,
     caused_by,
 )
 
 from .wire import Connection
 
-__all__ = ["ChannelError", "Link", "refusal"]
+__all__ = ["ChannelError", "Link", "channel_failure", "refusal"]
 
 log = logging.getLogger("layers.amqp")
 
@@ -58,6 +59,19 @@ class ChannelError(Exception):
         # RabbitMQ names the queue at fault: "NOT_FOUND - no queue 'x' in vhost '/'"
         found = re.search(r"queue '(.*?)' in vhost", text)
         self.queue = found.group(1) if found else None
+
+
+def channel_failure(call: str, error: ChannelError) -> LayerError:
+    """The public error for a channel error that no retry inside the backend absorbed (raise it ``from error``):
+    403 ACCESS_REFUSED and a queue declared elsewhere with other arguments (406 "inequivalent arg") are permanent;
+    anything else may heal (404 for a queue whose cluster node is down, 405 for a queue another connection holds
+    exclusively, 406 for a stale delivery tag)."""
+    message = f"AMQP {call} failed: the broker closed the channel: {error}"
+    if error.code == 403:
+        return AccessDenied(f"{message} (check the user's permissions on this prefix's queues)")
+    if error.code == 406 and "inequivalent arg" in str(error):
+        return BackendRefused(f"{message} (another client declared it with other arguments)")
+    return BackendUnavailable(message)
 
 
 def refusal(where: str, error: BaseException) -> BackendRefused | None:
