@@ -16,7 +16,9 @@ from typing import Any
 
 from layers.backend import Backend, Push
 
-from .connection import ScriptCall, Shard, make_shard
+from .cluster import ClusterShard
+from .connection import ScriptCall, Shard
+from .direct import DirectShard
 from .hosts import HostSpec
 from .scripts import GROUP_ADD, GROUP_MEMBERS, PUSH, unframe
 from .sharding import shard_of
@@ -33,7 +35,8 @@ class RedisBackend(Backend):
     min_expiry = 0.1
 
     def __init__(self, hosts: Sequence[HostSpec], prefix: str, timeout: float, max_connections: int) -> None:
-        self.shards = [make_shard(spec, timeout, max_connections) for spec in hosts]
+        self.shards: list[Shard] = [ClusterShard(spec, timeout, max_connections) if spec.kind == "cluster"
+                                    else DirectShard(spec, timeout) for spec in hosts]
         # Servers reached through a command link batch concurrent sends by themselves: the core's coalescer would
         # only add a task and two loop iterations to each send (process send+receive 5.5k -> 7.2-8k msgs/s).
         # A Redis Cluster client sends each call as its own pipeline, so there the core coalesces (100 producers on

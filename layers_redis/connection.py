@@ -31,7 +31,7 @@ from layers.errors import (
 from .hosts import HostSpec
 from .scripts import Script
 
-__all__ = ["UNAVAILABLE", "ScriptCall", "Shard", "connection_options", "make_shard", "refusal"]
+__all__ = ["UNAVAILABLE", "ScriptCall", "Shard", "connection_options", "refusal"]
 
 ScriptCall = tuple[Script, Sequence[str], Sequence[Any]]  # script, keys, args
 
@@ -136,12 +136,3 @@ def connection_options(spec: HostSpec, timeout: float | None) -> dict[str, Any]:
         **spec.kwargs,
     }
 
-
-def make_shard(spec: HostSpec, timeout: float, max_connections: int) -> Shard:
-    if spec.kind == "cluster":
-        from .cluster import ClusterShard
-
-        return ClusterShard(spec, timeout, max_connections)
-    from .direct import DirectShard
-
-    return DirectShard(spec, timeout)
