@@ -35,7 +35,7 @@ from layers.names import process_part
 
 from .connection import ChannelError, Link, channel_failure
 from .declarations import Declarations
-from .groups import ADD, DISCARD, RECORD_TYPE, Directory, pack_record, record_ttl_ms
+from .groups import ADD, DISCARD, FLUSHED, RECORD_TYPE, Directory, pack_record, record_ttl_ms
 from .topology import GROUP_EXCHANGE, Topology
 from .wire import Channel
 
@@ -65,8 +65,12 @@ class _Subscription:
     # only by a hash collision).
     handed: deque[int] = field(default_factory=lambda: deque(maxlen=_HANDED_MEMORY))
     waiter: asyncio.Future[None] | None = None  # the pop waiting for a delivery
-    tags: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)  # the process-queue consumer
     generation: int = -1  # Link.ctl_generation the consumers were created in
+    # The group-inbox consumer outlives an idle process-queue consumer: a flush's FLUSHED record must reach the
+    # directory before the flush deletes the queues, and the broker's cancel tells of a queue deleted meanwhile.
+    inbox_tag: str | None = None
+    inbox_generation: int = -1
     popping: int = 0
     last_pop: float = 0.0  # monotonic time the latest pop returned
     idle_timer: asyncio.TimerHandle | None = None
@@ -123,6 +127,7 @@ class AMQPBackend(Backend):
         link.on_cancelled = self._on_cancelled
         link.on_reconnected = self._on_reconnected
         self._restoring: asyncio.Task[None] | None = None
+        self._recovering: dict[str, asyncio.Task[None]] = {}  # process queue -> its re-declaration after a loss
 
     # -- push ------------------------------------------------------------------------------------------------
 
@@ -255,15 +260,7 @@ class AMQPBackend(Backend):
         if (sub.handed.maxlen or 0) < 4 * prefetch:
             sub.handed = deque(sub.handed, maxlen=4 * prefetch)
         self._cancel_consumers(sub)
-        generation = self.link.ctl_generation
-        name, inbox = self.top.queue(sub.queue), self.top.group_inbox(sub.queue)
-        await self.declared.channels({sub.queue: self.capacity_for(sub.queue)})
-        await self.declared.inbox(sub.queue)
-        await self._rebind(sub.queue)
-
-        def on_record(_ch: Any, _method: Any, props: spec.BasicProperties, body: bytes) -> None:
-            if props.type == RECORD_TYPE:  # anything else in an inbox is not ours (inboxes are bound to nothing)
-                self.directory.apply(body)
+        name = self.top.queue(sub.queue)
 
         def on_message(ch: Channel, method: Any, _props: Any, body: bytes) -> None:
             self._on_delivery(sub, ch, method, body)
@@ -272,12 +269,50 @@ class AMQPBackend(Backend):
         # process-queue delivery, and while both consumers run the broker hands a record to us before it confirms
         # it to the process that added the member; so every record is applied before the group messages sent
         # after its group_add (or group_discard) returned are resolved.
-        tags = [await self.link.consume(inbox, on_record)]
-        if generation == self.link.ctl_generation:
-            tags.append(await self._consume_bounded(name, on_message, prefetch))
+        for attempt in (1, 2):
+            generation = self.link.ctl_generation
+            watched = sub.inbox_generation == generation  # then no flush went unseen (its record came first)
+            try:
+                await self._watch_inbox(sub)
+                if generation != self.link.ctl_generation:
+                    return
+                tags = [await self._consume_bounded(name, on_message, prefetch)]
+                break
+            except ChannelError as exc:
+                # Deleted while its consumer was idle (an operator, x-expires, its cluster node, a flush).
+                self.declared.missing(name, exc)
+                if not watched:  # maybe a flush whose record we could not see: its memberships went with it
+                    self.directory.forget_process(sub.queue)
+                self._lost(sub)
+                if attempt == 2:
+                    raise
         if generation != self.link.ctl_generation:  # the channel was lost while subscribing: retry next pop
             return
         sub.tags, sub.generation = tags, generation
+        self._keep_alive_started()
+
+    async def _watch_inbox(self, sub: _Subscription) -> None:
+        """Declare the process queue and its inbox, re-make its group bindings if the queue was lost, and run the
+        inbox consumer (if it does not run on this channel yet)."""
+        await self.link.ready()
+        generation = self.link.ctl_generation
+        await self.declared.channels({sub.queue: self.capacity_for(sub.queue)})
+        await self.declared.inbox(sub.queue)
+        await self._rebind(sub.queue)
+        if sub.inbox_generation == generation:
+            return
+
+        def on_record(_ch: Any, _method: Any, props: spec.BasicProperties, body: bytes) -> None:
+            if props.type == RECORD_TYPE:  # anything else in an inbox is not ours (inboxes are bound to nothing)
+                self.directory.apply(body)
+
+        tag = await self.link.consume(self.top.group_inbox(sub.queue), on_record)
+        if generation == self.link.ctl_generation:
+            sub.inbox_tag, sub.inbox_generation = tag, generation
+        else:
+            self.link.cancel(tag)
+
+    def _keep_alive_started(self) -> None:
         if self._keepalive is None:
             self._keepalive = background_task(self._keep_alive(), name="layers-amqp-keepalive",
                                               loop=self.link.loop)
@@ -327,14 +362,44 @@ class AMQPBackend(Backend):
         else:
             self._cancel_consumers(sub)
 
-    def _cancel_consumers(self, sub: _Subscription) -> None:
+    def _cancel_consumers(self, sub: _Subscription, inbox: bool = False) -> None:
         for tag in sub.tags:
             self.link.cancel(tag)
         sub.tags, sub.generation = [], -1
+        if inbox:
+            if sub.inbox_tag is not None:
+                self.link.cancel(sub.inbox_tag)
+            sub.inbox_tag, sub.inbox_generation = None, -1
+
+    def _lost(self, sub: _Subscription) -> None:
+        """``sub``'s process queue (or inbox) vanished while we stayed connected: declare both again and re-make
+        the bindings of its live memberships, at once (the pop re-subscribes; an idle process recovers in a task),
+        so group sends reach it again without waiting for a reconnection or the next group_add."""
+        self._cancel_consumers(sub, inbox=True)
+        self.declared.forget(self.top.queue(sub.queue))
+        self.declared.forget(self.top.group_inbox(sub.queue))
+        self._bound.pop(sub.queue, None)
+        if sub.popping:
+            sub.wake()
+            return
+        running = self._recovering.get(sub.queue)
+        if running is None or running.done():
+            self._recovering[sub.queue] = background_task(self._recover(sub), name="layers-amqp-recover",
+                                                          loop=self.link.loop)
+
+    async def _recover(self, sub: _Subscription) -> None:
+        try:
+            await self._watch_inbox(sub)
+        except Exception as exc:  # the next pop or keep-alive retries
+            log.debug("re-declaring AMQP queue %r after its loss failed: %s", sub.queue, exc)
+            if isinstance(exc, ChannelError):
+                self._bound.pop(sub.queue, None)
+                self.declared.forget(self.top.queue(sub.queue))
+                self.declared.forget(self.top.group_inbox(sub.queue))
 
     async def _rebind(self, queue: str) -> None:
-        """After a (re)connection, re-bind this process's members to their groups (the broker may have lost the
-        queue and its bindings)."""
+        """Re-bind this process's members to their groups after a (re)connection (the broker may have lost the
+        queue and its bindings) or after the queue vanished under a live connection (see :meth:`_lost`)."""
         if self._bound.get(queue) == self.link.generation:
             return
         for key, channel in self.directory.live_members(queue):
@@ -450,6 +515,7 @@ class AMQPBackend(Backend):
     def _on_lost(self) -> None:
         for sub in self._subs.values():
             sub.tags, sub.generation = [], -1
+            sub.inbox_tag, sub.inbox_generation = None, -1
             sub.items.clear()  # unacknowledged: the broker delivers them again to the next consumer
             sub.channel = None
             sub.wake()  # the pop re-subscribes
@@ -472,17 +538,14 @@ class AMQPBackend(Backend):
             log.debug("restoring AMQP queues after reconnecting failed: %s", exc)
 
     def _on_cancelled(self, tag: str) -> None:
-        """The broker cancelled a consumer: its queue was deleted (a flush, maybe by another process)."""
+        """The broker cancelled a consumer: its queue was deleted (a flush, maybe by another process: then the
+        flush's FLUSHED record reached the directory first, and its memberships are not re-bound)."""
         rang = self._doorbells.get(tag)
         if rang is not None:
             _ring(rang, True)
         for sub in self._subs.values():
-            if tag in sub.tags:
-                self._cancel_consumers(sub)
-                self.declared.forget(self.top.queue(sub.queue))
-                self.declared.forget(self.top.group_inbox(sub.queue))
-                self.directory.clear()  # the queue held our memberships (bindings): they went with it
-                sub.wake()
+            if tag in sub.tags or tag == sub.inbox_tag:
+                self._lost(sub)
 
     # -- groups ----------------------------------------------------------------------------------------------
 
@@ -584,6 +647,8 @@ class AMQPBackend(Backend):
             if body is None:
                 break
             names.add(body.decode())
+        self.directory.clear()
+        await self._announce_flush(names)
         for name in sorted(names):
             await self.link.delete(name)
         self.directory.clear()
@@ -591,7 +656,22 @@ class AMQPBackend(Backend):
         for sub in self._subs.values():
             self._discard_items(sub)
 
+    async def _announce_flush(self, names: set[str]) -> None:
+        """Tell each owner that its memberships go (a FLUSHED record in its inbox) before deleting anything, so
+        an owner does not take the loss of its queue for an accident and re-bind them."""
+        futures = []
+        for name in names:
+            proc = self.top.inbox_process(name)
+            if proc is not None:
+                props = spec.BasicProperties(type=RECORD_TYPE, expiration=record_ttl_ms(time.time() + 60))
+                futures.append(self.link.publish("", name, pack_record(FLUSHED, "", proc, 0.0), props, True))
+        if futures:
+            self.link.flush()
+            await self._confirmed(futures)
+
     async def close(self) -> None:
+        for task in self._recovering.values():
+            task.cancel()
         if self._restoring is not None:
             self._restoring.cancel()
         if self._keepalive is not None:

@@ -34,6 +34,9 @@ log = logging.getLogger("layers.amqp")
 #: The AMQP ``type`` property that marks a membership record (messages carry no type).
 RECORD_TYPE = "layers.member"
 ADD, DISCARD = 0, 1
+#: Written by ``flush`` into every group inbox before deleting it: the owner forgets the memberships of that
+#: process queue (channel = the process queue) instead of re-binding them when its queue vanishes.
+FLUSHED = 2
 
 
 def pack_record(op: int, group_key: str, channel: str, deadline: float) -> bytes:
@@ -49,11 +52,14 @@ class Directory:
     def apply(self, record: bytes) -> None:
         try:
             op, key, channel, deadline = msgpack.unpackb(record, raw=False)
-            if op not in (ADD, DISCARD) or type(key) is not str or type(channel) is not str \
+            if op not in (ADD, DISCARD, FLUSHED) or type(key) is not str or type(channel) is not str \
                     or not isinstance(deadline, (int, float)) or isinstance(deadline, bool):
                 raise ValueError(f"not a membership record: {(op, key, channel, deadline)!r:.80}")
         except Exception as exc:  # not ours: never let garbage break the reader (this runs in pika's callback)
             log.warning("skipping an undecodable group membership record: %s", exc)
+            return
+        if op == FLUSHED:
+            self.forget_process(channel)
             return
         members = self.groups.setdefault(key, {})
         if op == ADD:
@@ -80,6 +86,15 @@ class Directory:
         now = time.time()
         return [(key, channel) for key in list(self.groups) for channel in self.members(key, now)
                 if channel.startswith(proc)]
+
+    def forget_process(self, proc: str) -> None:
+        """Drop every membership of a channel of process queue ``proc`` (a flush deleted it)."""
+        for key in list(self.groups):
+            members = self.groups[key]
+            for channel in [channel for channel in members if channel.startswith(proc)]:
+                del members[channel]
+            if not members:
+                del self.groups[key]
 
     def resolve(self, key: str, item: bytes, proc: str) -> bytes | None:
         """Turn a group item that reached ``proc``'s inbox into a bundle for that queue's live members, or None

@@ -42,6 +42,14 @@ class Topology:
         never hold ':', so this never names a channel)."""
         return f"{self.prefix}:{queue}:groups"
 
+    def inbox_process(self, name: str) -> str | None:
+        """The process queue whose group inbox is AMQP queue ``name``, or None when ``name`` is no inbox."""
+        head, tail = f"{self.prefix}:", ":groups"
+        if not (name.startswith(head) and name.endswith(tail)):
+            return None
+        queue = name[len(head):-len(tail)]
+        return queue if queue.endswith("!") and ":" not in queue else None
+
     @staticmethod
     def member_binding(channel: str) -> dict[str, Any]:
         """The arguments of the binding that routes a group into the process queue for member ``channel``."""
