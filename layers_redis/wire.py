@@ -8,6 +8,11 @@ RESP through hiredis on the raw streams, because per-command overhead is what li
   concurrent calls cost one round trip together.  A watchdog fails the link when the oldest unanswered command
   is older than ``timeout`` (a hung server never hangs callers).
 - :class:`SubscriberLink` holds SUBSCRIBE channels on which the server pushes items to a waiting reader.
+
+Taking the transport over reads redis-py's private ``Connection._reader`` / ``_writer`` (see :data:`TAKEOVER`).
+When they are not what this module expects, or ``LAYERS_PLAIN_DRIVERS`` names ``redis``, a link keeps the
+connection redis-py opened and speaks through its public ``send_packed_command`` / ``read_response`` instead:
+the same links (one write per loop iteration, replies matched in order, the watchdog), a slower transport.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -22,11 +28,54 @@ from typing import Any
 
 import hiredis
 import redis.asyncio as aioredis
+import redis.exceptions as rex
 from redis.exceptions import RedisError
+
+from layers.drivers import FastPath
 
 __all__ = ["CommandLink", "LinkError", "ReplyError", "SubscriberLink", "close_without_loop"]
 
 ReplyError = hiredis.ReplyError
+
+
+#: The transport take-over: redis-py's private stream attributes, checked on the first connection of a process.
+TAKEOVER = FastPath("redis", "redis", "direct transport take-over (redis.asyncio.Connection._reader/_writer)")
+
+
+def takeover_missing(conn: Any) -> str | None:
+    """What the take-over needs from a connected redis-py connection and it lacks (None: all there)."""
+    writer, reader = getattr(conn, "_writer", None), getattr(conn, "_reader", None)
+    if not isinstance(writer, asyncio.StreamWriter):
+        return f"Connection._writer is {type(writer).__name__}, not an asyncio.StreamWriter"
+    if not isinstance(reader, asyncio.StreamReader):
+        return f"Connection._reader is {type(reader).__name__}, not an asyncio.StreamReader"
+    if not isinstance(getattr(reader, "_buffer", None), (bytes, bytearray)):
+        return "Connection._reader._buffer (the bytes read past the handshake)"
+    transport = writer.transport
+    lacking = [name for name in ("set_protocol", "is_reading", "resume_reading", "is_closing")
+               if not callable(getattr(transport, name, None))]
+    return f"transport.{', '.join(lacking)}" if lacking else None
+
+
+# redis-py turns an error reply into an exception and drops its first word for the codes it knows; the links
+# hand error replies on as hiredis ReplyError with the server's text, so the code is put back.
+_REPLY_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (rex.NoScriptError, "NOSCRIPT"), (rex.ReadOnlyError, "READONLY"), (rex.BusyLoadingError, "LOADING"),
+    (rex.NoPermissionError, "NOPERM"), (rex.ExecAbortError, "EXECABORT"), (rex.MasterDownError, "MASTERDOWN"),
+    (rex.ClusterDownError, "CLUSTERDOWN"), (rex.TryAgainError, "TRYAGAIN"), (rex.AskError, "ASK"),
+    (rex.MovedError, "MOVED"), (rex.ClusterCrossSlotError, "CROSSSLOT"))
+
+
+def _reply_error(exc: Exception) -> hiredis.ReplyError:
+    text = str(exc)
+    if isinstance(exc, rex.AuthenticationError):
+        code = "NOAUTH" if "required" in text.lower() else "WRONGPASS"
+    else:
+        code = next((code for kind, code in _REPLY_CODES if isinstance(exc, kind)), "")
+    if not code:
+        first = text.split(" ", 1)[0]
+        code = "" if first.isupper() and len(first) > 1 else "ERR"  # an unknown code is kept, "ERR " dropped
+    return hiredis.ReplyError(f"{code} {text}" if code else text)
 
 
 class LinkError(ConnectionError):
@@ -61,13 +110,15 @@ class _Link(abc.ABC):
         self._connecting: asyncio.Task[Any] | None = None
         self._streams: tuple[Any, Any] | None = None
         self._parser = hiredis.Reader()
+        self._plain: Any = None  # the redis-py connection spoken to through its public API (the plain path)
+        self._plain_reader: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> bool:
-        return self._transport is not None
+        return self._transport is not None or self._plain is not None
 
     async def connect(self) -> None:
-        if self._transport is not None:
+        if self.connected:
             return
         if self._connecting is None:
             self._connecting = asyncio.ensure_future(self._open())
@@ -89,6 +140,9 @@ class _Link(abc.ABC):
             if isinstance(exc, RedisError):  # e.g. AuthenticationError; the caller maps the cause (raise from)
                 raise LinkError(f"cannot connect to {self.label}: {type(exc).__name__}: {exc}") from exc
             raise
+        if not TAKEOVER.usable(lambda: takeover_missing(conn)):
+            self._open_plain(conn)
+            return
         transport = conn._writer.transport
         leftover = bytes(conn._reader._buffer)  # anything read past the handshake (normally nothing)
         # The transport is ours now: redis-py must not touch it, and its stream objects must stay referenced
@@ -105,6 +159,37 @@ class _Link(abc.ABC):
         self._transport = transport
         if leftover:
             self._received(self._protocol, leftover)
+
+    def _open_plain(self, conn: Any) -> None:
+        self._plain = conn
+        self._plain_reader = asyncio.ensure_future(self._read_plain(conn))
+
+    async def _read_plain(self, conn: Any) -> None:
+        """The plain path's reader: every reply through redis-py's public ``read_response``, in order."""
+        while True:
+            try:
+                reply = await conn.read_response(disable_decoding=True, timeout=math.inf)
+            except rex.ResponseError as exc:
+                reply = _reply_error(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._plain is conn:
+                    self.fail(LinkError(f"{self.label} closed the connection: {exc}"))
+                return
+            if self._plain is not conn:
+                return
+            self.on_reply(reply)
+
+    def _write_plain(self, conn: Any, payload: bytes) -> None:
+        # Writes start in call order (each task reaches writelines before its first await), so replies match.
+        written = asyncio.ensure_future(conn.send_packed_command(payload, check_health=False))
+        written.add_done_callback(lambda task: self._written(conn, task))
+
+    def _written(self, conn: Any, task: asyncio.Future[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and self._plain is conn:
+            self.fail(LinkError(f"writing to {self.label} failed: {exc}"))
 
     def _received(self, protocol: _Protocol, data: bytes) -> None:
         if protocol is not self._protocol:
@@ -125,7 +210,10 @@ class _Link(abc.ABC):
             self.fail(LinkError(f"{self.label} closed the connection{reason}"))
 
     def write(self, payload: bytes) -> None:
-        self._transport.write(payload)
+        if self._plain is not None:
+            self._write_plain(self._plain, payload)
+        else:
+            self._transport.write(payload)
 
     @abc.abstractmethod
     def on_reply(self, reply: Any) -> None:
@@ -138,6 +226,9 @@ class _Link(abc.ABC):
             with contextlib.suppress(Exception):
                 transport.abort()
         self._streams = None
+        reader, self._plain, self._plain_reader = self._plain_reader, None, None
+        if reader is not None:
+            reader.cancel()  # redis-py's read_response disconnects the connection when cancelled
 
     async def close(self) -> None:
         self.fail(LinkError(f"the link to {self.label} was closed"))
@@ -146,6 +237,10 @@ class _Link(abc.ABC):
         """The loop is gone: close the socket without the loop, forget everything."""
         transport, self._transport, self._protocol, self._connecting = self._transport, None, None, None
         self._streams = None
+        conn, self._plain, self._plain_reader = self._plain, None, None
+        writer = getattr(conn, "_writer", None)  # best effort: the plain path is used when this may be missing
+        if transport is None and writer is not None:
+            transport = getattr(writer, "transport", None)
         if transport is not None:
             with contextlib.suppress(Exception):
                 close_without_loop(transport)
@@ -195,7 +290,7 @@ class CommandLink(_Link):
     def _queue(self, packed: list[bytes], count: int) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         waiting = _Waiting(loop.create_future(), count)
-        idle = not self._batch and not self._in_flight and self._transport is not None
+        idle = not self._batch and not self._in_flight and self.connected
         self._batch.append((packed, waiting))
         if idle:
             # Nothing is in flight, so nobody's reply can be delayed by an extra write: send at once.  This saves
@@ -209,7 +304,7 @@ class CommandLink(_Link):
     def _flush(self) -> None:
         if not self._batch:
             return
-        if self._transport is None:
+        if not self.connected:
             if self._connecting is None and self._connect_task is None:
                 self._connect_task = asyncio.ensure_future(self._connect_then_flush())
             return
