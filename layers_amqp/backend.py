@@ -269,15 +269,15 @@ class AMQPBackend(Backend):
         # process-queue delivery, and while both consumers run the broker hands a record to us before it confirms
         # it to the process that added the member; so every record is applied before the group messages sent
         # after its group_add (or group_discard) returned are resolved.
-        for attempt in (1, 2):
-            generation = self.link.ctl_generation
-            watched = sub.inbox_generation == generation  # then no flush went unseen (its record came first)
+        for attempt in range(3):
+            # The inbox consumer ran all along: then no flush went unseen (its record reached the directory first).
+            watched = sub.inbox_generation == self.link.ctl_generation
             try:
                 await self._watch_inbox(sub)
-                if generation != self.link.ctl_generation:
-                    return
-                tags = [await self._consume_bounded(name, on_message, prefetch)]
-                break
+                generation = self.link.ctl_generation
+                if sub.inbox_generation != generation:  # the channel was lost meanwhile: again on the new one
+                    continue
+                tag = await self._consume_bounded(name, on_message, prefetch)
             except ChannelError as exc:
                 # Deleted while its consumer was idle (an operator, x-expires, its cluster node, a flush).
                 self.declared.missing(name, exc)
@@ -286,19 +286,20 @@ class AMQPBackend(Backend):
                 self._lost(sub)
                 if attempt == 2:
                     raise
-        if generation != self.link.ctl_generation:  # the channel was lost while subscribing: retry next pop
-            return
-        sub.tags, sub.generation = tags, generation
+                continue
+            if generation == self.link.ctl_generation:
+                sub.tags, sub.generation = [tag], generation
+                break
         self._keep_alive_started()
 
     async def _watch_inbox(self, sub: _Subscription) -> None:
         """Declare the process queue and its inbox, re-make its group bindings if the queue was lost, and run the
         inbox consumer (if it does not run on this channel yet)."""
         await self.link.ready()
-        generation = self.link.ctl_generation
         await self.declared.channels({sub.queue: self.capacity_for(sub.queue)})
         await self.declared.inbox(sub.queue)
         await self._rebind(sub.queue)
+        generation = self.link.ctl_generation  # the channel these calls ran on, up now
         if sub.inbox_generation == generation:
             return
 
