@@ -26,6 +26,8 @@ import pika.channel
 from pika import frame, spec
 from pika.adapters.asyncio_connection import AsyncioConnection
 
+from layers.drivers import FastPath
+
 __all__ = ["Channel", "Connection"]
 
 _FRAME_HEADER = struct.Struct(">BHI")  # type, channel, payload size
@@ -38,6 +40,28 @@ _BASIC = 60
 _DELIVER, _ACK, _NACK = 60, 80, 120
 _CACHED_ROUTES = 1024
 _RECV_BYTES = 65536
+
+#: The read side (frame decoding in :meth:`Connection._on_data_available`, the 64 KiB socket reader, the direct
+#: send) relies on these private pika attributes, checked on the first connection of a process; without them
+#: pika's own frame-by-frame path and buffered writes are used (one warning).  ``LAYERS_PLAIN_DRIVERS=pika``
+#: forces that.
+CODEC = FastPath("pika", "pika", "frame decoding and socket reader")
+_CONNECTION_NEEDS = ("_frame_buffer", "_read_frame", "_trim_frame_buffer", "_process_frame", "_channels",
+                     "bytes_received", "frames_received")
+_TRANSPORT_NEEDS = ("_sock", "_protocol", "_state", "_STATE_ACTIVE", "_MAX_CONSUME_BYTES", "RxEndOfFile", "_consume")
+
+
+def codec_missing(connection: Any, transport: Any) -> str | None:
+    """What the read side needs from pika and lacks (None: all there)."""
+    lacking = [f"Connection.{name}" for name in _CONNECTION_NEEDS if not hasattr(connection, name)]
+    if not isinstance(getattr(connection, "_frame_buffer", b""), (bytes, bytearray)):
+        lacking.append("Connection._frame_buffer as bytes")
+    if not isinstance(getattr(connection, "_channels", {}), dict):
+        lacking.append("Connection._channels as a dict")
+    if _plaintext(transport):
+        lacking += [f"{type(transport).__name__}.{name}" for name in _TRANSPORT_NEEDS if not hasattr(transport, name)]
+    return ", ".join(lacking) or None
+
 
 #: Called with (delivery tag, multiple, acked) for each confirm on the confirm channel.
 OnConfirm = Callable[[int, bool, bool], None]
@@ -98,6 +122,7 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         self._wanted = 0
         self.on_confirm: OnConfirm | None = None
         self.confirm_channel = -1
+        self._fast_read = False  # decided when the transport is up (CODEC)
         super().__init__(*args, **kwargs)
 
     def _create_channel(self, channel_number: int, on_open_callback: Callable[[Channel], Any]) -> Channel:
@@ -105,7 +130,8 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
 
     def _proto_connection_made(self, transport: Any) -> None:
         super()._proto_connection_made(transport)
-        if _plaintext(transport):
+        self._fast_read = CODEC.usable(lambda: codec_missing(self, transport))
+        if self._fast_read and _plaintext(transport):
             transport._consume = _reader(transport)
 
     # -- writing ---------------------------------------------------------------------------------------------
@@ -166,7 +192,7 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         if not data or transport is None:
             return
         sock = getattr(transport, "_sock", None)
-        if (_plaintext(transport) and sock is not None
+        if (self._fast_read and _plaintext(transport) and sock is not None
                 and getattr(transport, "_state", None) == getattr(transport, "_STATE_ACTIVE", 0)
                 and transport.get_write_buffer_size() == 0):
             # Nothing queued: send right away instead of arming a write watcher for the next loop iteration
@@ -184,6 +210,9 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
     # -- reading ---------------------------------------------------------------------------------------------
 
     def _on_data_available(self, data_in: bytes) -> None:
+        if not self._fast_read:
+            super()._on_data_available(data_in)
+            return
         if self._short > 0 and self._parts and self._parts[0] is self._frame_buffer:
             # A known number of bytes is still missing: collect without decoding (or copying) until it is here.
             self._parts.append(data_in)
