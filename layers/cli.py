@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import LayerError
+from .registry import CLI_COMMANDS, registered
 from .settings import from_url
 
 __all__ = ["main"]
@@ -47,8 +48,10 @@ _MESSAGE_HELP = ("the message: a JSON object ('{\"type\": \"chat.message\", \"te
                  "'-' to read it from stdin, or @FILE to read it from a file")
 
 
-def _command(commands: Any, name: str, help: str, examples: str, description: str = "") -> argparse.ArgumentParser:
-    """A subcommand whose --help shows a description and examples as written (no re-wrapping)."""
+def command_parser(commands: Any, name: str, help: str, examples: str,
+                   description: str = "") -> argparse.ArgumentParser:
+    """A subcommand whose --help shows a description and examples as written (no re-wrapping); for the hooks of
+    :data:`layers.registry.CLI_COMMANDS` too."""
     text = textwrap.dedent(examples).strip("\n")
     description = description or help[0].upper() + help[1:] + "."
     paragraphs = "\n\n".join(textwrap.fill(p, 79) for p in textwrap.dedent(description).strip().split("\n\n"))
@@ -77,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
         add_arguments(check)
         check.set_defaults(run=_check)
 
-    send = _command(commands, "send", "send one message to a channel", """
+    send = command_parser(commands, "send", "send one message to a channel", """
         layers send redis://127.0.0.1:6379/0 chat-tasks '{"type": "task.run", "text": "hi"}'
         echo '{"type": "task.run"}' | layers send redis://127.0.0.1:6379/0 chat-tasks -
         layers send postgresql://app@db/app chat-tasks @message.json
@@ -87,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("message", help=_MESSAGE_HELP)
     send.set_defaults(run=_send)
 
-    group_send = _command(commands, "group-send", "send one message to every member of a group", """
+    group_send = command_parser(commands, "group-send", "send one message to every member of a group", """
         layers group-send redis://127.0.0.1:6379/0 room-lobby '{"type": "chat.message", "text": "hi"}'
         layers group-send amqp://guest:guest@127.0.0.1:5672/%2F room-lobby @announcement.json
         """, description="Send one message to every member of a group and print how many members it reached "
@@ -99,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 
     for verb, method, what in (("add", "group_add", "add a channel to a group"),
                                ("discard", "group_discard", "remove a channel from a group")):
-        command = _command(commands, f"group-{verb}", what, f"""
+        command = command_parser(commands, f"group-{verb}", what, f"""
             layers group-{verb} redis://127.0.0.1:6379/0 room-lobby chat-log
             """)
         command.add_argument("url", help="the layer URL")
@@ -107,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("channel")
         command.set_defaults(run=_group_change, method=method)
 
-    receive = _command(commands, "receive", "receive messages from a channel and print them as JSON lines", """
+    receive = command_parser(commands, "receive", "receive messages from a channel and print them as JSON lines", """
         layers receive redis://127.0.0.1:6379/0 chat-tasks              # one message
         layers receive redis://127.0.0.1:6379/0 chat-tasks -n 0         # until Ctrl-C
         layers receive redis://127.0.0.1:6379/0 chat-tasks -n 5 --timeout 10
@@ -119,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     receive.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     receive.set_defaults(run=_receive)
 
-    bench = _command(commands, "bench", "measure throughput (default: the in-memory layer)", """
+    bench = command_parser(commands, "bench", "measure throughput (default: the in-memory layer)", """
         layers bench                                        # the in-memory layer, default workloads
         layers bench redis://127.0.0.1:6379/0 --vs channels_redis
         layers bench postgresql://postgres@127.0.0.1/test --vs channels_postgres --workload named-rf
@@ -148,18 +151,27 @@ def _parser() -> argparse.ArgumentParser:
     bench.epilog = f"{bench.epilog}\n\nworkloads:\n{_workload_list()}"
     bench.set_defaults(run=_bench)
 
-    ddl = _command(commands, "postgres-ddl", "print the SQL that creates (or, with --drop, removes) the "
-                   "PostgreSQL layer's tables and functions", """
-        layers postgres-ddl --prefix asgi | psql app
-        layers postgres-ddl --prefix asgi --schema channels --durable > channels.sql
-        layers postgres-ddl --prefix asgi --drop | psql app     # removes the tables: their messages are lost
-        """)
-    ddl.add_argument("--prefix", default="asgi", help="the layer's prefix (default asgi)")
-    ddl.add_argument("--schema", default="public", help="the schema the tables live in (default public)")
-    ddl.add_argument("--durable", action="store_true", help="logged tables instead of UNLOGGED")
-    ddl.add_argument("--drop", action="store_true", help="print the SQL that drops the tables and functions")
-    ddl.set_defaults(run=_postgres_ddl)
+    _add_registered_commands(commands)
     return parser
+
+
+def _add_registered_commands(commands: Any) -> None:
+    """The subcommands backends register through entry points; one whose backend is not installed is still
+    listed and says which extra to install."""
+    for name, ep in sorted(registered(CLI_COMMANDS).items()):
+        try:
+            add_command = ep.load()
+        except ImportError as exc:
+            extra = f"pip install 'channel-layers[{ep.extras[0]}]'" if ep.extras else f"install {ep.module}"
+            missing = commands.add_parser(name, help=f"(not available: {extra})")
+            missing.add_argument("rest", nargs=argparse.REMAINDER)
+            missing.set_defaults(run=_unavailable_command, reason=f"layers {name} needs {ep.module} ({exc}): {extra}")
+        else:
+            add_command(commands)
+
+
+def _unavailable_command(args: argparse.Namespace) -> int:
+    raise SystemExit(f"layers: error: {args.reason}")
 
 
 # -- check ---------------------------------------------------------------------------------------------------
@@ -319,23 +331,6 @@ def _bench(args: argparse.Namespace) -> int:
     from .bench import report
 
     return report.run_cli(args)
-
-
-def _postgres_ddl(args: argparse.Namespace) -> int:
-    try:
-        from layers_postgres import ddl
-    except ImportError as exc:
-        raise SystemExit(f"layers: error: the PostgreSQL backend is not available ({exc}); "
-                         "pip install 'channel-layers[postgres]'") from None
-    if args.drop:
-        from layers_postgres import drop_ddl
-
-        print(f"-- removes every table and function of the layer with prefix {args.prefix!r} in schema "
-              f"{args.schema!r}; their messages and groups are lost")
-        print(drop_ddl(prefix=args.prefix, schema=args.schema))
-    else:
-        print(ddl(prefix=args.prefix, schema=args.schema, durable=args.durable))
-    return 0
 
 
 def _workload_list() -> str:

@@ -17,8 +17,8 @@ import uuid
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .backend import Backend, FanOut, Push, background_task, settle_background_tasks
 from .capacity import CapacityRules, Pattern
@@ -34,6 +34,7 @@ from .errors import (
     MessageTooLarge,
 )
 from .names import INVALID_NAME_ERROR, MAX_NAME_LENGTH, check_channel, check_group, process_part
+from .options import LayerOptions, explain_unknown, parse_url
 from .serialization import Message, Serializer, decode_message, encode_message, get_serializer
 
 __all__ = ["BackendChannelLayer", "BaseChannelLayer"]
@@ -56,6 +57,9 @@ else:
             """Stands in for channels.layers.BaseChannelLayer."""
 
 
+_Layer = TypeVar("_Layer", bound="BaseChannelLayer")
+
+
 class BaseChannelLayer(_ChannelsLayer, abc.ABC):
     """The async API Django Channels calls, and the settings every layer shares.
 
@@ -74,9 +78,9 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
 
     #: What the conformance suite may assume about this layer (see ``spec.Knobs``).
     spec_knobs: ClassVar[dict[str, Any]] = {}
-    #: Query options a URL of this layer may carry besides the common ones (its own and its driver's), so that
-    #: ``split_url`` refuses a typo with a suggestion before a driver sees it; None leaves it to ``__init__``.
-    url_options: ClassVar[frozenset[str] | None] = None
+    #: The options this layer takes besides the common ones (its own, its driver's URL options, hints for names
+    #: from other layers): :meth:`from_url` parses, types and checks a URL's query against them.
+    url_options: ClassVar[LayerOptions] = LayerOptions()
 
     def __init__(
         self,
@@ -92,7 +96,7 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
         **unknown: Any,
     ) -> None:
         if unknown:
-            raise ConfigError(_explain_unknown_options(type(self).__name__, unknown))
+            raise ConfigError(explain_unknown(type(self).__name__, unknown, type(self).url_options))
         self.expiry = _positive("expiry", expiry, _MAX_SECONDS)
         if group_expiry == 0:  # channels_postgres's "never lapses"
             raise ConfigError(
@@ -112,15 +116,17 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
         self.prefix = prefix
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> BaseChannelLayer:
-        """Build the layer from a URL whose query string carries options (``?capacity=500&expiry=30``)."""
-        from urllib.parse import parse_qsl, urlsplit
+    def from_url(cls: type[_Layer], url: str, **overrides: Any) -> _Layer:
+        """Build the layer from a URL whose query string carries options (``?capacity=500&expiry=30``): the
+        declared ones (:attr:`url_options`) typed, a typo refused with a suggestion, the driver's left in the URL."""
+        rest, options = parse_url(url, cls.url_options, cls.__name__)
+        return cls(**{**cls.url_target(rest), **options, **overrides})
 
-        from .settings import split_url
-
-        rest, options = split_url(url, cls)
-        options.update(parse_qsl(urlsplit(rest).query))  # unknown options reach __init__, which refuses them
-        return cls(**{**options, **overrides})
+    @classmethod
+    def url_target(cls, url: str) -> dict[str, Any]:
+        """The constructor arguments for what ``url`` addresses once the declared options are out of its query
+        (a backend layer: its server, e.g. ``{"dsn": url}``); none by default."""
+        return {}
 
     @abc.abstractmethod
     async def send(self, channel: str, message: Message) -> None:
@@ -205,38 +211,6 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} prefix={self.prefix!r}>"
-
-
-_COMMON_OPTIONS = ("expiry", "group_expiry", "capacity", "channel_capacity", "max_message_size",
-                   "serializer_format", "symmetric_encryption_keys", "prefix")
-# Options of the peer projects that people carry over, and what replaces them here.
-_PEER_OPTIONS = {
-    "random_prefix_length": "not needed: process channel names always carry a 12-character process id",
-    "host": "use url= (AMQP) or hosts= (Redis)",
-    "local_capacity": "use capacity (and channel_capacity patterns)",
-    "remote_capacity": "use capacity (and channel_capacity patterns)",
-    "local_expiry": "expiry covers messages on the server and in the process",
-    "groups_exchange": "give each site its own prefix instead",
-    **dict.fromkeys(["ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS", "PSYCOPG_OPTIONS"],
-                    "PostgreSQL takes one dsn= instead of DATABASES-style keys"),
-}
-
-
-def _explain_unknown_options(layer: str, unknown: Iterable[str], known: Iterable[str] = ()) -> str:
-    """Why each of ``unknown`` is refused: what replaces a peer's option, or the closest of the common options and
-    ``known`` (the layer's own)."""
-    import difflib
-
-    candidates = [*_COMMON_OPTIONS, *sorted(set(known) - set(_COMMON_OPTIONS))]
-    reasons = []
-    for key in unknown:
-        hint = _PEER_OPTIONS.get(key)
-        if hint is None:
-            close = difflib.get_close_matches(key, candidates, n=1)
-            everyone = ", ".join(_COMMON_OPTIONS)
-            hint = f"did you mean {close[0]!r}?" if close else f"options every layer takes: {everyone}"
-        reasons.append(f"{key!r} ({hint})")
-    return f"{layer} got unknown option(s): {'; '.join(reasons)}"
 
 
 # Durations are bounded so every deadline stays a finite number a server can store (Redis keeps deadlines as

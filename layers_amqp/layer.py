@@ -5,14 +5,14 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pika
 
 from layers.backend import Backend
 from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
-from layers.settings import redact_url, split_url
+from layers.options import LayerOptions, Option, redact_url, seconds
 
 from .backend import AMQPBackend
 from .connection import Link
@@ -21,8 +21,6 @@ from .topology import Topology
 
 __all__ = ["AMQPChannelLayer"]
 
-#: Query options of a layer URL that belong to this layer, not to pika.
-_OWN_OPTIONS: dict[str, type] = {"timeout": float}
 #: What pika takes from a URL's query (heartbeat, ssl_options, ...): one ``_set_url_<option>`` method each.
 _PIKA_OPTIONS = frozenset(name[len("_set_url_"):] for name in dir(pika.URLParameters) if name.startswith("_set_url_"))
 
@@ -40,7 +38,7 @@ class AMQPChannelLayer(BackendChannelLayer):
     """
 
     spec_knobs: ClassVar[dict[str, Any]] = {"shares_state": True, "min_expiry": 1.0}
-    url_options: ClassVar[frozenset[str] | None] = frozenset(_OWN_OPTIONS) | _PIKA_OPTIONS
+    url_options: ClassVar[LayerOptions] = LayerOptions(own={"timeout": Option(seconds, 10.0)}, driver=_PIKA_OPTIONS)
 
     def __init__(self, url: str | Sequence[str] = "amqp://guest:guest@127.0.0.1:5672/%2F", *,
                  host: str | None = None, ssl_context: ssl.SSLContext | None = None, timeout: float = 10.0,
@@ -68,10 +66,8 @@ class AMQPChannelLayer(BackendChannelLayer):
         self.directory = Directory()
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> AMQPChannelLayer:
-        rest, options = split_url(url, cls)
-        rest, own = _take_own_options(rest)
-        return cls(rest, **{**options, **own, **overrides})
+    def url_target(cls, url: str) -> dict[str, Any]:
+        return {"url": url}  # pika's own options (heartbeat=...) stay in the query
 
     def make_backend(self) -> Backend:
         link = Link(self._brokers, self.timeout, self.retry_delays)
@@ -109,17 +105,3 @@ def _parameters(url: str, ssl_context: ssl.SSLContext | None, timeout: float) ->
     params.stack_timeout = timeout
     return params
 
-
-def _take_own_options(url: str) -> tuple[str, dict[str, Any]]:
-    parts = urlsplit(url)
-    own: dict[str, Any] = {}
-    kept = []
-    for key, value in parse_qsl(parts.query, keep_blank_values=True):
-        if key in _OWN_OPTIONS:
-            try:
-                own[key] = _OWN_OPTIONS[key](value)
-            except ValueError:
-                raise ConfigError(f"URL option {key}={value!r} must be a number") from None
-        else:
-            kept.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(kept))), own

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
@@ -11,22 +10,12 @@ from psycopg.conninfo import conninfo_to_dict
 from layers.backend import Backend
 from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
-from layers.settings import redact_url, split_url
+from layers.options import LayerOptions, Option, boolean, redact_url, seconds
 
 from .backend import PostgresBackend, PostgresConfig
 from .schema import Names
 
 __all__ = ["PostgresChannelLayer"]
-
-# Layer options a URL query string may carry (the rest of the query stays in the DSN: sslmode=..., etc.).
-_URL_OPTIONS: dict[str, type] = {
-    "schema": str,
-    "durable": bool,
-    "max_pool_size": int,
-    "timeout": float,
-    "prepared_statements": bool,
-    "listen_dsn": str,
-}
 
 # What libpq takes from a URL's query (host, sslmode, target_session_attrs, ...).
 _LIBPQ_OPTIONS = frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
@@ -47,7 +36,15 @@ class PostgresChannelLayer(BackendChannelLayer):
     """
 
     spec_knobs: ClassVar[dict[str, Any]] = {"shares_state": True, "min_expiry": 0.5}
-    url_options: ClassVar[frozenset[str] | None] = frozenset(_URL_OPTIONS) | _LIBPQ_OPTIONS
+    url_options: ClassVar[LayerOptions] = LayerOptions(
+        own={"schema": Option(str, "public"), "durable": Option(boolean, False), "max_pool_size": Option(int, 8),
+             "timeout": Option(seconds, 5.0), "prepared_statements": Option(boolean, True),
+             "listen_dsn": Option(str, None, secret=True)},  # a DSN of its own may carry a password
+        driver=_LIBPQ_OPTIONS,  # the rest of the query stays in the DSN: sslmode=..., etc.
+        driver_secrets=frozenset({"password", "sslpassword"}),
+        hints=dict.fromkeys(["ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS", "PSYCOPG_OPTIONS"],
+                            "PostgreSQL takes one dsn= instead of DATABASES-style keys"),
+    )
 
     def __init__(
         self,
@@ -87,35 +84,12 @@ class PostgresChannelLayer(BackendChannelLayer):
         return PostgresBackend(self.config)
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> PostgresChannelLayer:
-        """``postgresql://user@host:5432/db?capacity=500&schema=layers&sslmode=require`` -> a layer.
-
-        Common layer options and the options above come from the query string; everything else stays in the
-        DSN for libpq.
-        """
-        rest, options = split_url(url, cls)
-        parts = urlsplit(rest)
-        kept: list[tuple[str, str]] = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
-            if key in _URL_OPTIONS:
-                options[key] = _coerce(key, value, _URL_OPTIONS[key])
-            else:
-                kept.append((key, value))
-        dsn = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(kept)))
-        return cls(dsn, **{**options, **overrides})
+    def url_target(cls, url: str) -> dict[str, Any]:
+        """``postgresql://user@host:5432/db?capacity=500&schema=layers&sslmode=require``: what the query keeps
+        after the layer's options (``sslmode=require``) stays in the DSN for libpq."""
+        scheme, _, rest = url.partition("://")
+        return {"dsn": f"postgresql://{rest}" if scheme.lower() == "postgres" else url}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {redact_url(self.dsn)} prefix={self.prefix!r}>"
 
-
-def _coerce(key: str, value: str, kind: type) -> Any:
-    if kind is bool:
-        if value.lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"URL option {key}={value!r} must be true or false")
-    try:
-        return kind(value)
-    except ValueError:
-        raise ConfigError(f"URL option {key}={value!r} must be {kind.__name__}") from None

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from layers.errors import ConfigError
-from layers.settings import redact_url
+from layers.options import redact_url
 
 __all__ = ["HostSpec", "parse_hosts"]
 

@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode
 
 from layers.backend import Backend
 from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
-from layers.settings import split_url
+from layers.options import LayerOptions, Option, seconds
 
 from .backend import RedisBackend
 from .hosts import parse_hosts
 
 __all__ = ["RedisChannelLayer"]
-
-# Query options of a layer URL that configure the layer itself rather than the Redis connection.
-_LAYER_OPTIONS: dict[str, type] = {"timeout": float, "max_connections": int}
-
 
 def _driver_url_options() -> frozenset[str]:
     """What redis-py takes from a URL's query: its parsed options and any connection (or cluster) keyword."""
@@ -44,7 +39,12 @@ class RedisChannelLayer(BackendChannelLayer):
     """
 
     spec_knobs: ClassVar[dict[str, Any]] = {"shares_state": True, "min_expiry": 0.1}
-    url_options: ClassVar[frozenset[str] | None] = frozenset(_LAYER_OPTIONS) | _driver_url_options()
+    url_options: ClassVar[LayerOptions] = LayerOptions(
+        own={"timeout": Option(seconds, 5.0), "max_connections": Option(int, 20)},
+        driver=_driver_url_options(),
+        driver_secrets=frozenset({"password", "sentinel_password"}),
+        hints={"host": "use hosts=[...]: Redis URLs, (host, port) tuples or dicts"},
+    )
 
     def __init__(self, hosts: Any = None, *, timeout: float = 5.0, max_connections: int = 20,
                  **options: Any) -> None:
@@ -58,23 +58,10 @@ class RedisChannelLayer(BackendChannelLayer):
         self.max_connections = max_connections
 
     @classmethod
-    def from_url(cls, url: str, **overrides: Any) -> RedisChannelLayer:
-        """``redis://[:password@]host[:port][/db][?capacity=..&expiry=..&timeout=..]`` and the other forms
-        :mod:`layers_redis.hosts` describes; connection options in the query string go to redis-py."""
-        _, options = split_url(url, cls)  # the common options, typed; a typo is refused with a suggestion
-        base, _, query = url.partition("?")
-        kept: list[tuple[str, str]] = []
-        for key, value in parse_qsl(query, keep_blank_values=True):
-            if key in _LAYER_OPTIONS:
-                try:
-                    options[key] = _LAYER_OPTIONS[key](value)
-                except ValueError:
-                    raise ConfigError(f"URL option {key}={value!r} must be {_LAYER_OPTIONS[key].__name__}") from None
-            elif key not in options:
-                kept.append((key, value))
-        # Rebuilt by hand: urlunsplit would turn unix:///path into unix:/path.
-        host_url = base + ("?" + urlencode(kept) if kept else "")
-        return cls(hosts=[host_url], **{**options, **overrides})
+    def url_target(cls, url: str) -> dict[str, Any]:
+        """``redis://[:password@]host[:port][/db][?capacity=..&timeout=..]`` and the other forms
+        :mod:`layers_redis.hosts` describes; connection options left in the query go to redis-py."""
+        return {"hosts": [url]}
 
     def make_backend(self) -> Backend:
         return RedisBackend(self.hosts, self.prefix, self.timeout, self.max_connections)
