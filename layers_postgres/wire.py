@@ -7,11 +7,16 @@ parameters we encode ourselves and read back in binary, waiting on the socket wi
 
 A :class:`Statement` is used on pooled psycopg connections; it leaves them idle (every result consumed) or, when
 interrupted mid-way, with a query in flight, which the pool's usability check then discards.
+
+``conn.pgconn`` is psycopg's public low-level interface, so nothing here needs a check at start; the plain path
+(psycopg's cursor ``execute``, the same statements and binary results) is taken when ``LAYERS_PLAIN_DRIVERS``
+names ``psycopg``, so the layer can be run, and is tested, without running libpq behind psycopg's back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import struct
 import weakref
 from collections.abc import Sequence
@@ -20,6 +25,8 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+
+from layers.drivers import plain_driver_forced
 
 __all__ = ["PGresult", "Param", "Statement", "decode_int4", "decode_int8", "encode_float", "encode_int", "encode_text"]
 
@@ -30,6 +37,8 @@ PGresult = pq.abc.PGresult
 # OIDs of the parameter types the statements use.
 TEXT, BYTEA, INT4, FLOAT8 = 25, 17, 23, 701
 _BINARY_PARAM = {BYTEA}  # bytea goes as raw bytes (format 1); the rest as text, which the server parses
+_TYPE_NAMES = {TEXT: "text", BYTEA: "bytea", INT4: "int4", FLOAT8: "float8"}
+_PARAMETER = re.compile(r"\$(\d+)")
 
 _prepared: weakref.WeakKeyDictionary[pq.abc.PGconn, set[bytes]] = weakref.WeakKeyDictionary()
 
@@ -57,16 +66,21 @@ def decode_int8(value: bytes) -> int:
 class Statement:
     """One SQL statement with ``$n`` parameters of fixed types; results come back in binary format."""
 
-    __slots__ = ("formats", "name", "sql", "types")
+    __slots__ = ("formats", "name", "plain_sql", "sql", "types")
 
     def __init__(self, name: str, sql: str, types: Sequence[int]) -> None:
         self.name = name.encode()
         self.sql = sql.encode()
         self.types = list(types)
         self.formats = [1 if oid in _BINARY_PARAM else 0 for oid in types]
+        # The same statement in psycopg's placeholders: $n -> %(pn)s with its type cast.
+        self.plain_sql = _PARAMETER.sub(lambda m: f"%(p{m[1]})s::{_TYPE_NAMES[self.types[int(m[1]) - 1]]}",
+                                        sql.replace("%", "%%"))
 
     async def run(self, conn: Conn, params: Sequence[Param], prepared: bool = True) -> pq.abc.PGresult:
         """Run on ``conn`` (which the caller holds exclusively) and return the result; raise psycopg errors."""
+        if plain_driver_forced("psycopg"):
+            return await self.run_plain(conn, params, prepared)
         pgconn = conn.pgconn
         if not prepared:
             pgconn.send_query_params(self.sql, params, self.types, self.formats, 1)
@@ -80,6 +94,26 @@ class Statement:
             names.add(self.name)
         pgconn.send_query_prepared(self.name, params, self.formats, 1)
         return await _result(pgconn)
+
+
+    async def run_plain(self, conn: Conn, params: Sequence[Param], prepared: bool = True) -> pq.abc.PGresult:
+        """:meth:`run` through psycopg's public cursor API."""
+        values = {f"p{number}": _plain_value(oid, value)
+                  for number, (oid, value) in enumerate(zip(self.types, params, strict=True), 1)}
+        cursor = conn.cursor(binary=True)
+        await cursor.execute(self.plain_sql, values, prepare=prepared)
+        result = cursor.pgresult
+        if result is None:
+            raise psycopg.OperationalError("the server sent no result")
+        return result
+
+
+def _plain_value(oid: int, value: Param) -> Any:
+    """A parameter encoded for libpq, as the Python value psycopg adapts (the statement casts it)."""
+    if value is None or oid == BYTEA:
+        return value
+    text = value.decode()
+    return int(text) if oid == INT4 else float(text) if oid == FLOAT8 else text
 
 
 async def _result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult:
