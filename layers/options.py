@@ -16,7 +16,8 @@ from urllib.parse import unquote_plus
 
 from .errors import ConfigError
 
-__all__ = ["COMMON", "LayerOptions", "Option", "boolean", "explain_unknown", "parse_url", "redact_url", "seconds"]
+__all__ = ["COMMON", "LayerOptions", "Option", "boolean", "explain_unknown", "parse_url", "positive_seconds",
+           "redact_url", "seconds"]
 
 
 def boolean(value: str) -> bool:
@@ -32,6 +33,13 @@ def seconds(value: str) -> float:
     """A number of seconds; a whole number stays an int (``expiry=30`` is ``30``, as in a CONFIG dict)."""
     number = float(value)
     return int(number) if number.is_integer() else number
+
+
+def positive_seconds(name: str, value: object) -> float:
+    """``value`` as seconds, refused unless it is a positive number (a layer's ``timeout`` and the like)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
 
 
 _KIND_NAMES: dict[Callable[[str], Any], str] = {int: "int", float: "float", str: "str", seconds: "float",

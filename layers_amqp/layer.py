@@ -12,7 +12,7 @@ import pika
 from layers.backend import Backend
 from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
-from layers.options import LayerOptions, Option, redact_url, seconds
+from layers.options import LayerOptions, Option, positive_seconds, redact_url, seconds
 
 from .backend import AMQPBackend
 from .connection import Link
@@ -47,8 +47,7 @@ class AMQPChannelLayer(BackendChannelLayer):
         if host is not None:  # channels_rabbitmq's name for the URL, so its CONFIG keeps working
             url = host
         urls = _node_urls(url)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        timeout = positive_seconds("timeout", timeout)
         if len(self.prefix.encode()) > 120:
             raise ConfigError("an AMQP layer prefix must be at most 120 bytes (queue names are limited to 255)")
         self.url = url if isinstance(url, str) else ",".join(url)

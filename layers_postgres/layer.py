@@ -10,7 +10,7 @@ from psycopg.conninfo import conninfo_to_dict
 from layers.backend import Backend
 from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
-from layers.options import LayerOptions, Option, boolean, redact_url, seconds
+from layers.options import LayerOptions, Option, boolean, positive_seconds, redact_url, seconds
 
 from .backend import PostgresBackend, PostgresConfig
 from .schema import Names
@@ -63,8 +63,7 @@ class PostgresChannelLayer(BackendChannelLayer):
             raise ConfigError(f"dsn must be a PostgreSQL URL or conninfo string, not {dsn!r}")
         if type(max_pool_size) is not int or max_pool_size < 1:
             raise ConfigError(f"max_pool_size must be a positive int, not {max_pool_size!r}")
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        timeout = positive_seconds("timeout", timeout)
         try:
             names = Names(schema, self.prefix)
             given = conninfo_to_dict(dsn)

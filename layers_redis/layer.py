@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 from layers.backend import Backend
 from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
-from layers.options import LayerOptions, Option, seconds
+from layers.options import LayerOptions, Option, positive_seconds, seconds
 
 from .backend import RedisBackend
 from .hosts import parse_hosts
@@ -50,11 +50,9 @@ class RedisChannelLayer(BackendChannelLayer):
                  **options: Any) -> None:
         super().__init__(**options)
         self.hosts = parse_hosts(hosts)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self.timeout = positive_seconds("timeout", timeout)
         if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
             raise ConfigError(f"max_connections must be a positive int, not {max_connections!r}")
-        self.timeout = float(timeout)
         self.max_connections = max_connections
 
     @classmethod

@@ -256,3 +256,10 @@ def _through_package_init(cycle: str) -> bool:
 def test_every_module_imports_on_its_own(module: str) -> None:
     done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("cls", _layer_classes()[1:], ids=lambda cls: cls.__name__)
+@pytest.mark.parametrize("timeout", [0, -1.5, True, "5", float("nan")])
+def test_every_server_layer_refuses_a_bad_timeout_the_same_way(cls: type[BaseChannelLayer], timeout: object) -> None:
+    with pytest.raises(layers.ConfigError, match=r"^timeout must be a positive number of seconds, not "):
+        cls(timeout=timeout)
