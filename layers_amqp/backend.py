@@ -121,7 +121,7 @@ class AMQPBackend(Backend):
         self._listening: dict[str, asyncio.Future[bool]] = {}  # named queue -> the doorbell of its pop
         self._unwatched: set[str] = set()  # named queues nobody here waits on any more (see stop_waiting)
         self._cancelled_doorbells: list[tuple[Channel, str]] = []  # cancelled without waiting for cancel-ok
-        self._bound: dict[str, int] = {}  # process queue -> Link.generation its groups were re-bound in
+        self._bound: dict[str, int] = {}  # process queue -> Link.ctl_generation its groups were re-bound in
         self._keepalive: asyncio.Task[None] | None = None
         link.on_lost = self._on_lost
         link.on_cancelled = self._on_cancelled
@@ -270,8 +270,6 @@ class AMQPBackend(Backend):
         # it to the process that added the member; so every record is applied before the group messages sent
         # after its group_add (or group_discard) returned are resolved.
         for attempt in range(3):
-            # The inbox consumer ran all along: then no flush went unseen (its record reached the directory first).
-            watched = sub.inbox_generation == self.link.ctl_generation
             try:
                 await self._watch_inbox(sub)
                 generation = self.link.ctl_generation
@@ -279,10 +277,10 @@ class AMQPBackend(Backend):
                     continue
                 tag = await self._consume_bounded(name, on_message, prefetch)
             except ChannelError as exc:
-                # Deleted while its consumer was idle (an operator, x-expires, its cluster node, a flush).
+                # Deleted while its consumer was idle (an operator, x-expires, its cluster node; a flush wrote its
+                # FLUSHED record first, which the inbox consumer applied unless it was down at that moment, as
+                # after a reconnection, when the memberships are re-bound too).
                 self.declared.missing(name, exc)
-                if not watched:  # maybe a flush whose record we could not see: its memberships went with it
-                    self.directory.forget_process(sub.queue)
                 self._lost(sub)
                 if attempt == 2:
                     raise
@@ -296,6 +294,11 @@ class AMQPBackend(Backend):
         """Declare the process queue and its inbox, re-make its group bindings if the queue was lost, and run the
         inbox consumer (if it does not run on this channel yet)."""
         await self.link.ready()
+        if self._bound.get(sub.queue) != self.link.ctl_generation:
+            # Our consumers were lost (a new channel or connection), maybe with the queue: in a cluster whose node
+            # holding it died, the broker cancels nothing, and a sender re-creates the queue elsewhere unbound.
+            self.declared.forget(self.top.queue(sub.queue))
+            self.declared.forget(self.top.group_inbox(sub.queue))
         await self.declared.channels({sub.queue: self.capacity_for(sub.queue)})
         await self.declared.inbox(sub.queue)
         await self._rebind(sub.queue)
@@ -376,6 +379,7 @@ class AMQPBackend(Backend):
         """``sub``'s process queue (or inbox) vanished while we stayed connected: declare both again and re-make
         the bindings of its live memberships, at once (the pop re-subscribes; an idle process recovers in a task),
         so group sends reach it again without waiting for a reconnection or the next group_add."""
+        log.debug("AMQP queue %r vanished: declaring it again and re-binding its memberships", sub.queue)
         self._cancel_consumers(sub, inbox=True)
         self.declared.forget(self.top.queue(sub.queue))
         self.declared.forget(self.top.group_inbox(sub.queue))
@@ -401,11 +405,13 @@ class AMQPBackend(Backend):
     async def _rebind(self, queue: str) -> None:
         """Re-bind this process's members to their groups after a (re)connection (the broker may have lost the
         queue and its bindings) or after the queue vanished under a live connection (see :meth:`_lost`)."""
-        if self._bound.get(queue) == self.link.generation:
+        if self._bound.get(queue) == self.link.ctl_generation:
             return
-        for key, channel in self.directory.live_members(queue):
+        members = self.directory.live_members(queue)
+        log.debug("re-binding %d group memberships of %r", len(members), queue)
+        for key, channel in members:
             await self._bind_member(queue, key, channel)
-        self._bound[queue] = self.link.generation
+        self._bound[queue] = self.link.ctl_generation
 
     async def _bind_member(self, proc: str, key: str, channel: str) -> None:
         """Route group ``key`` into process queue ``proc`` for ``channel``: one binding per member (the binding's
