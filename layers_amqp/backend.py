@@ -120,6 +120,7 @@ class AMQPBackend(Backend):
         self._doorbells: dict[str, asyncio.Future[bool]] = {}  # consumer tag -> its doorbell
         self._listening: dict[str, asyncio.Future[bool]] = {}  # named queue -> the doorbell of its pop
         self._unwatched: set[str] = set()  # named queues nobody here waits on any more (see stop_waiting)
+        self._unsettled: set[str] = set()  # named queues whose doorbell was cancelled without a message
         self._cancelled_doorbells: list[tuple[Channel, str]] = []  # cancelled without waiting for cancel-ok
         self._bound: dict[str, int] = {}  # process queue -> Link.ctl_generation its groups were re-bound in
         self._keepalive: asyncio.Task[None] | None = None
@@ -450,6 +451,8 @@ class AMQPBackend(Backend):
             await self.link.ready()
             await self.declared.channels({queue: self.capacity_for(queue)})
             try:
+                if name in self._unsettled:
+                    await self._settle_doorbell(name)
                 while len(items) < limit:
                     before = len(self._cancelled_doorbells)
                     body = await self.link.get(name)
@@ -509,8 +512,17 @@ class AMQPBackend(Backend):
             timer.cancel()
             self._doorbells.pop(tag, None)
             self._listening.pop(name, None)
-            if channel.is_open:
-                self._cancel_doorbell(channel, tag)  # no-op when it already cancelled itself
+            if channel.is_open and not channel.cancelling(tag):  # ended without a message (timeout, nobody waits)
+                self._cancel_doorbell(channel, tag)
+                self._unsettled.add(name)
+
+    async def _settle_doorbell(self, name: str) -> None:
+        """A doorbell cancelled without a message may have one on its way: the broker holds that message for the
+        doorbell until our callback rejects it, so a ``basic.get`` sent now would take the one behind it (out of
+        order).  The reply to a call sent after the cancel comes after any such delivery, and the reject the
+        callback writes on its arrival goes out before the next ``basic.get``."""
+        await self.link.call(lambda ch, done: ch.basic_qos(prefetch_count=1, callback=done), name)
+        self._unsettled.discard(name)
 
     def _cancel_doorbell(self, channel: Channel, tag: str) -> None:
         if not channel.cancelling(tag):
