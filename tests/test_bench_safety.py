@@ -233,3 +233,22 @@ def test_bench_leaves_the_site_intact_and_nothing_of_its_own(server: str, with_p
     after = check(site)  # the site's raw data; raises if any of it is gone
     _site_messages_intact(site)
     assert after - before == set(), f"the run left {sorted(after - before)}"
+
+
+@pytest.mark.parametrize("command", [["spec"], ["layers", "check"]], ids=["python-m-spec", "layers-check"])
+@pytest.mark.parametrize("server", list(SERVERS))
+def test_conformance_runs_leave_the_site_intact(server: str, command: list[str],
+                                                request: pytest.FixtureRequest) -> None:
+    """``python -m spec`` / ``layers check`` flush the layers they make: pointed at the site's own URL (default
+    prefix), they work under a fresh prefix of their own, and the site's messages, membership and raw data stay."""
+    fixture, check = SERVERS[server]
+    site: Site = request.getfixturevalue(fixture)
+    check(site)
+    selection = "r_flush_1 or r_flush_3 or r_deliv_3"
+    done = subprocess.run([sys.executable, "-m", *command, site.url, "--pytest-args", f"-k '{selection}'"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "a fresh prefix of this run" in done.stdout, done.stdout
+    assert "  pass       R-FLUSH-1" in done.stdout and "  pass       R-FLUSH-3" in done.stdout, done.stdout
+    check(site)  # the site's raw data; raises if any of it is gone
+    _site_messages_intact(site)
