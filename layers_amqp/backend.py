@@ -9,8 +9,9 @@
   (and counts toward capacity) on the broker.  The consumer is cancelled when the reader stops, so an idle process
   lets every further message wait there.
 * ``pop`` of a named channel: ``basic.get`` (auto-ack) takes messages one by one, so a message is never held by
-  a process that does not want it; while the queue is empty a prefetch-1, manual-ack consumer only rings a
-  doorbell (it cancels itself and rejects the delivery back to the queue, then ``basic.get`` races for it).
+  a process that does not want it; while the queue is empty and a receiver waits, a prefetch-1, manual-ack
+  consumer (the doorbell) takes the next message for that receiver and cancels itself.  A delivery that arrives
+  after the wait ended is rejected back to its place, and the next ``basic.get`` waits until that reject is out.
 * groups: see :mod:`layers_amqp.groups` (process channels: group messages enter the process queue itself, so they
   meet its capacity and keep their order with direct sends) and :meth:`Topology.member_args` (named channels).
 """
@@ -117,8 +118,8 @@ class AMQPBackend(Backend):
         self.directory = directory
         self.declared = Declarations(link, topology)
         self._subs: dict[str, _Subscription] = {}
-        self._doorbells: dict[str, asyncio.Future[bool]] = {}  # consumer tag -> its doorbell
-        self._listening: dict[str, asyncio.Future[bool]] = {}  # named queue -> the doorbell of its pop
+        self._doorbells: dict[str, asyncio.Future[Rung]] = {}  # consumer tag -> its doorbell
+        self._listening: dict[str, asyncio.Future[Rung]] = {}  # named queue -> the doorbell of its pop
         self._unwatched: set[str] = set()  # named queues nobody here waits on any more (see stop_waiting)
         self._unsettled: set[str] = set()  # named queues whose doorbell was cancelled without a message
         self._cancelled_doorbells: list[tuple[Channel, str]] = []  # cancelled without waiting for cancel-ok
@@ -466,7 +467,10 @@ class AMQPBackend(Backend):
                 remaining = give_up - time.monotonic()
                 if items or remaining <= 0 or name in self._unwatched:
                     return items
-                if not await self._wait_doorbell(name, remaining):
+                rung = await self._wait_doorbell(name, remaining)
+                if isinstance(rung, bytes):  # taken by the doorbell for the receiver waiting here
+                    items.append(rung)
+                elif not rung:
                     return items
             except ChannelError as exc:  # deleted under us (a flush elsewhere): declare it again
                 self.declared.missing(name, exc)
@@ -480,19 +484,23 @@ class AMQPBackend(Backend):
             if rang is not None:
                 _ring(rang, False)
 
-    async def _wait_doorbell(self, name: str, timeout: float) -> bool:
-        """Wait until ``name`` probably holds a message, without taking it (so any reader may get it); False
-        when the wait ended for another reason (timeout, nobody waits any more) and the pop should return."""
-        rang: asyncio.Future[bool] = self.link.loop.create_future()
+    async def _wait_doorbell(self, name: str, timeout: float) -> Rung:
+        """Wait for the next message of ``name`` while a receiver here waits for it: the message itself (taken
+        for that receiver), True to look again (the consumer was lost), False when the wait ended for another
+        reason (timeout, nobody waits any more) and the pop should return."""
+        rang: asyncio.Future[Rung] = self.link.loop.create_future()
         consumer: list[tuple[Channel, str]] = []
 
-        def on_message(ch: Channel, method: Any, _props: Any, _body: bytes) -> None:
-            # The cancel goes out before the reject: a consumer still running when the broker requeues the message
-            # would get it back, and a basic.get meanwhile would take the message behind it (out of order).
+        def on_message(ch: Channel, method: Any, _props: Any, body: bytes) -> None:
+            if rang.done():  # on its way when the wait ended: back to the queue, at its place, for any reader
+                ch.basic_reject(method.delivery_tag, requeue=True)
+                return
+            # Taken, not rejected back for a basic.get: a message held here and requeued meanwhile would let any
+            # reader's basic.get take the one behind it (out of order).  The cancel goes out before the ack, so
+            # the broker sends this consumer nothing more.
             self._cancel_doorbell(ch, method.consumer_tag)
-            ch.basic_reject(method.delivery_tag, requeue=True)
-            if not rang.done():
-                rang.set_result(True)
+            ch.basic_ack(method.delivery_tag)
+            rang.set_result(body)
 
         def start(ch: Channel, done: Any) -> None:
             consumer.append((ch, ch.basic_consume(name, on_message, auto_ack=False, callback=done)))
@@ -708,7 +716,11 @@ class AMQPBackend(Backend):
         self.link.abandon()
 
 
-def _ring(future: asyncio.Future[bool], value: bool) -> None:
+#: What a doorbell wait ends with: the message it took, True (look again) or False (stop).
+Rung = bytes | bool
+
+
+def _ring(future: asyncio.Future[Rung], value: bool) -> None:
     if not future.done():
         future.set_result(value)
 
