@@ -389,6 +389,8 @@ class AMQPBackend(Backend):
         if sub.popping:
             sub.wake()
             return
+        if not self.directory.live_members(sub.queue):
+            return  # nothing to re-bind (after a flush, say): the next pop or send declares the queue again
         running = self._recovering.get(sub.queue)
         if running is None or running.done():
             self._recovering[sub.queue] = background_task(self._recover(sub), name="layers-amqp-recover",
