@@ -4,15 +4,14 @@ forced by ``LAYERS_PLAIN_DRIVERS``) runs the conformance suite unchanged on the 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
 
 import pytest
 
 from layers.drivers import PLAIN_DRIVERS_VARIABLE
 from layers_redis import RedisChannelLayer, wire
-from spec import ConformanceSuite
+from tests.conformance import test_redis as shared  # the module, not its class: pytest collects it once
 from tests.conformance.test_redis import _PREFIX, _clean_shared, _shared_reachable
-from tests.servers import REDIS_URL, with_user
+from tests.servers import REDIS_URL
 
 # _clean_shared (imported): the shared prefix of the Redis conformance run, deleted after this module too.
 __all__ = ["_clean_shared"]
@@ -26,18 +25,8 @@ def _plain_driver(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     assert wire.TAKEOVER.warned == 0  # forcing the plain path is no reason to warn
 
 
-class TestRedisPlainDriverConformance(ConformanceSuite):
-    spec_knobs: ClassVar[dict[str, Any]] = {
-        "process_target": f"{REDIS_URL}?prefix={_PREFIX}",
-        "refused_target": with_user(REDIS_URL, "nosuchuser:wrong"),  # WRONGPASS
-    }
-
-    @pytest.fixture
-    def layer_factory(self) -> Any:
-        if not _shared_reachable():
-            pytest.skip(f"the shared Redis at {REDIS_URL} is not reachable")
-
-        return lambda **overrides: RedisChannelLayer(hosts=[REDIS_URL], **{"prefix": _PREFIX, **overrides})
+class TestRedisPlainDriverConformance(shared.TestRedisConformance):
+    """The shared-Redis conformance class, run again with the plain path forced (the fixture above)."""
 
 
 def test_plain_path_is_taken() -> None:
