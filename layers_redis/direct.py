@@ -210,6 +210,7 @@ class DirectShard(Shard):
             raise self.unavailable("subscribe", exc) from exc
         now = _now_ms()
         lease = min(timeout, ARMED_WAIT) + LEASE_SLACK
+        unaccounted = inbox.credits > 0  # tokens of the last ARM neither seen arriving nor known to be unused
         inbox.generation = (inbox.generation + 1) % 1_000_000
         inbox.used = 0
         token = b"%015d%06d" % (now + int(lease * 1000), inbox.generation) + inbox.channel
@@ -218,11 +219,21 @@ class DirectShard(Shard):
         inbox.token = token
         if popped:
             inbox.credits = 0  # the script withdrew our previous tokens and registered none
+            if unaccounted:
+                return await self._after_handovers(inbox, list(popped), limit)
             return list(popped)
         # Pushes may have used some tokens already (their PUBLISH can arrive before this reply).
         inbox.credits = limit - inbox.used
         inbox.lease_until = time.monotonic() + lease
         return []
+
+    async def _after_handovers(self, inbox: _Inbox, popped: list[bytes], limit: int) -> list[bytes]:
+        """What ARM popped was stored after any hand-over its withdrawn tokens made, and such a hand-over may
+        still be on its way over the subscriber connection: a PING there is answered after it, so it goes first."""
+        with contextlib.suppress(LinkError, OSError, asyncio.TimeoutError):  # link gone: so is the hand-over
+            await self.subscriber.barrier(inbox.channel)
+        inbox.arrived.extend(popped)
+        return inbox.take(limit)
 
     async def _wait(self, inbox: _Inbox, timeout: float) -> None:
         loop = asyncio.get_running_loop()

@@ -401,11 +401,17 @@ class SubscriberLink(_Link):
         if self.connected and channel in self.channels:
             await self._request(b"unsubscribe", channel)
 
-    async def _request(self, kind: bytes, channel: bytes) -> None:
+    async def barrier(self, channel: bytes) -> None:
+        """PING and wait for the answer: every message the server published to us before it has then arrived.
+        Only while subscribed to ``channel`` (a subscribed connection answers PING with a ``pong`` message)."""
+        if self.connected and channel in self.channels:
+            await self._request(b"pong", channel, (b"PING", channel))
+
+    async def _request(self, kind: bytes, channel: bytes, command: tuple[bytes, bytes] | None = None) -> None:
         future = self._confirmations.get((kind, channel))
         if future is None:
             future = self._confirmations[kind, channel] = asyncio.get_running_loop().create_future()
-            self.write(hiredis.pack_command((kind.decode().upper(), channel)))  # type: ignore[arg-type]
+            self.write(hiredis.pack_command(command or (kind.upper(), channel)))  # type: ignore[arg-type]
         await asyncio.wait_for(asyncio.shield(future), self.timeout)
 
     def on_reply(self, reply: Any) -> None:

@@ -127,3 +127,32 @@ def test_a_reader_that_stops_gives_items_back(shared_url: str, shared_client: re
         await writer.close()
 
     run(scenario())
+
+
+def test_an_item_handed_over_before_a_rearm_comes_before_what_the_rearm_pops(
+        shared_url: str, shared_client: redis.Redis, prefix: str) -> None:
+    """A reader whose lease ran out re-arms while a hand-over is still on its way over the subscriber connection
+    (in a server freeze: a push that ran at SIGCONT with the pusher's old clock).  The re-arm pops what was stored
+    after that hand-over; the reader must still return the hand-over first.  Seen in the fault suite:
+    ``redis/freeze`` delivered 22 before 21."""
+    async def scenario() -> None:
+        reader, writer = backend(shared_url, prefix), backend(shared_url, prefix)
+        pop = asyncio.create_task(reader.pop("q", 1, 5.0))
+        await _armed(shared_client, reader.readers_key("q"), 1)
+        subscriber = reader.shards[0].subscriber  # type: ignore[attr-defined]
+        subscriber._transport.pause_reading()  # the hand-over stays in the socket, as under a burst at SIGCONT
+        assert await writer.push([Push("q", b"first", 100, FAR)]) == [True]  # handed over (the one token)
+        assert await writer.push([Push("q", b"second", 100, FAR)]) == [True]  # no token left: stored
+        assert shared_client.llen(reader.queue_key("q")) == 1
+        assert await pop == []  # the lease ran out without an arrival read
+        second_pop = asyncio.create_task(reader.pop("q", 1, 5.0))  # re-arms: pops "second"
+        await asyncio.sleep(0.3)
+        subscriber._transport.resume_reading()
+        got = [await second_pop]
+        got.append(await reader.pop("q", 1, 5.0))
+        assert got == [[b"first"], [b"second"]]
+        await reader.close()
+        await writer.flush()
+        await writer.close()
+
+    run(scenario())
