@@ -20,7 +20,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Backend", "Push", "background_task"]
+__all__ = ["Backend", "Feed", "Push", "Unclaimed", "background_task"]
 
 _T = TypeVar("_T")
 
@@ -71,6 +71,33 @@ class Push:
     deadline: float
 
 
+@dataclass(frozen=True, slots=True)
+class Unclaimed:
+    """An item the core took through a :class:`Feed` and no receiver claimed: :meth:`Backend.give_back` returns it
+    to the head of its queue.  ``deadline`` is the one it was pushed with."""
+
+    item: bytes
+    deadline: float
+
+
+class Feed(abc.ABC):
+    """The core's end of one queue's receive path (one per queue and event loop); the backend delivers into it.
+
+    The core owns everything a receiver sees: per-channel buffers, waiting receivers, their cancellation, expiry on
+    read, and what happens to items nobody claimed.  A backend only takes items off the server and calls
+    :meth:`deliver`, from the event loop's thread, in queue order, at any time (inside :meth:`Backend.fill` or from
+    a push callback after it returned); it never buffers items for receivers itself.
+    """
+
+    queue: str
+
+    @abc.abstractmethod
+    def deliver(self, items: Sequence[bytes]) -> None:
+        """Items taken off the server for :attr:`queue`, oldest first.  The core owns them from here: each goes to a
+        receiver, or waits in this process, or (a named channel nobody here waits on) goes back through
+        :meth:`Backend.give_back`.  Never raises for a bad item: the core logs and skips it."""
+
+
 class Backend(abc.ABC):
     """Moves items between this process and a server, on one event loop.
 
@@ -80,9 +107,6 @@ class Backend(abc.ABC):
 
     #: The shortest expiry (seconds) the backend can enforce precisely; the conformance suite reads it.
     min_expiry: float = 0.0
-    #: Items to pop per round trip from a named channel.  None pops one per waiting receiver, so a process never
-    #: holds messages that a reader in another process could take; a backend without other processes can say more.
-    named_pop_limit: int | None = None
     #: Whether the core should coalesce concurrent sends into one ``push`` call (one round trip).
     coalesce_pushes: bool = True
 
@@ -94,18 +118,41 @@ class Backend(abc.ABC):
         Pushes to the same queue in one call must be stored in the given order.
         """
 
-    @abc.abstractmethod
-    async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
-        """Remove and return up to ``limit`` unexpired items from the head of ``queue``, oldest first.
+    # -- receiving: the core runs one reader per queue and event loop, which calls fill() while anyone waits ----
 
-        Waits up to ``timeout`` seconds for the first item and returns ``[]`` if none came.  Each item is returned
-        to exactly one caller across all processes (at-most-once, never duplicated).  The core calls ``pop`` for a
-        queue from a single reader task per event loop.
+    async def fill(self, feed: Feed, credit: int, timeout: float) -> None:
+        """Take up to ``credit`` more items of ``feed.queue`` off the server and deliver them into ``feed``.
 
-        ``limit`` is also the credit of a backend whose server pushes (a consumer): it may hold at most ``limit``
-        items taken off the server ahead of the pops, so that what a process holds ahead of its receivers stays
-        bounded and the rest keeps counting toward capacity on the server (spec R-CAP-5).
+        Return once ``credit`` items were delivered, or after at most ``timeout`` seconds, or earlier when it is
+        worth being asked again (the core calls again at once while anyone waits).  ``credit`` is how many items
+        the core may hold ahead of its receivers: one per waiting receiver for a named channel, so a process
+        never takes a message a reader elsewhere could have had; a bounded batch for a process queue, so what a
+        process holds stays bounded and the rest keeps counting toward capacity on the server (spec R-CAP-5).
+        A push server's subscription may outlive the call and deliver later, but never more than the credit of
+        its latest ask; :meth:`close_feed` ends it.  Each item is delivered to exactly one feed across all
+        processes (at-most-once, never duplicated).  Not cancelled, except by the core closing.
+
+        The default pulls: one :meth:`pop` delivered into the feed.  A backend whose server pushes overrides this.
         """
+        items = await self.pop(feed.queue, credit, timeout)
+        if items:
+            feed.deliver(items)
+
+    async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+        """A pull backend's :meth:`fill`: remove and return up to ``limit`` unexpired items from the head of
+        ``queue``, oldest first; wait up to ``timeout`` seconds for the first and return ``[]`` if none came."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither fill() nor pop()")
+
+    async def close_feed(self, queue: str) -> None:  # noqa: B027 - optional hook, empty by design
+        """Nobody in this process has waited on ``queue`` for a while: withdraw whatever still asks the server for
+        its items.  Once this returns, nothing more is delivered for ``queue`` until the next :meth:`fill`.  What
+        was delivered and not claimed, the core then hands to :meth:`give_back`."""
+
+    async def give_back(self, queue: str, items: Sequence[Unclaimed]) -> bool:
+        """Put ``items`` (delivered from a named channel, claimed by nobody) back at the head of ``queue`` in this
+        order, as if never taken; True when done.  False (the default) keeps them in this process for its next
+        receiver."""
+        return False
 
     def pop_nowait(self, queue: str, limit: int) -> list[bytes] | None:
         """Optional: pop without waiting or awaiting (a backend whose store is in this process); None if unsupported.
@@ -156,7 +203,7 @@ class Backend(abc.ABC):
 
     def stop_waiting(self, queue: str) -> None:  # noqa: B027 - optional hook, empty by design
         """Optional: nobody in this process waits on ``queue`` any more (the last receiver was served or
-        cancelled).  A ``pop`` of it still waiting may return ``[]`` early without taking anything, so a process
+        cancelled).  A :meth:`fill` of it still waiting may return early without taking anything, so a process
         whose receivers left does not take a named-channel message that a reader elsewhere could have had.
         """
 

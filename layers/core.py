@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .backend import Backend, FanOut, Push, background_task, settle_background_tasks
+from .backend import Backend, FanOut, Feed, Push, Unclaimed, background_task, settle_background_tasks
 from .capacity import CapacityRules, Pattern
 from .envelope import pack_item, unpack_item
 from .errors import (
@@ -235,6 +235,9 @@ class BackendChannelLayer(BaseChannelLayer):
     poll_timeout: ClassVar[float] = 5.0
     #: Backoff bounds (seconds) for a reader whose backend is unavailable.
     retry_delays: ClassVar[tuple[float, float]] = (0.05, 2.0)
+    #: Seconds nobody waits on a queue before its feed is closed and unclaimed named-channel items go back to
+    #: the server.  A consumer that receives, works and receives again keeps its feed in between.
+    feed_idle: ClassVar[float] = 1.0
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -331,6 +334,11 @@ class BackendChannelLayer(BaseChannelLayer):
             log.warning("dropping undecodable message on %r: %s: %s", channel, type(exc).__name__, exc)
             return None
 
+    def _unclaimed(self, channel: str) -> list[Entry]:
+        """Take every unexpired entry buffered for ``channel`` out of its buffer."""
+        now = time.time()
+        return [entry for entry in self._buffers.pop(channel, ()) if entry[0] >= now]
+
     def _buffer(self, channel: str, entry: Entry, front: bool = False) -> None:
         buffer = self._buffers.setdefault(channel, deque())
         if front:
@@ -425,6 +433,9 @@ class _LoopState:
         self.loop = loop
         self.backend = backend
         self.readers: dict[str, asyncio.Task[None]] = {}
+        self.feeds: dict[str, _Feed] = {}  # queues the backend may deliver into (a reader ran, not closed since)
+        self.idle: dict[str, asyncio.TimerHandle] = {}  # feeds nobody waits on, to close when the timer fires
+        self.closing: dict[str, asyncio.Task[None]] = {}  # feeds being closed (a new reader waits for it)
         self.waiters: dict[str, deque[asyncio.Future[Entry]]] = {}
         self.waiting: dict[str, int] = {}  # queue -> receivers waiting on its channels
         self.lingering: set[str] = set()  # queues whose reader has no waiter and looks again next iteration
@@ -432,6 +443,8 @@ class _LoopState:
         self._flushes: set[asyncio.Task[None]] = set()
         self._coalesce = backend.coalesce_pushes
         self._pops_nowait = type(backend).pop_nowait is not Backend.pop_nowait
+        kind = type(backend)
+        self._closes_feeds = kind.close_feed is not Backend.close_feed or kind.give_back is not Backend.give_back
 
     # -- sends: concurrent pushes made in one loop iteration go to the backend as one call ------------------
 
@@ -471,7 +484,7 @@ class _LoopState:
         """Without awaiting: file what a same-process backend has ready for ``channel`` and take the first."""
         if not self._pops_nowait or (queue in self.readers and queue not in self.lingering):
             return None  # the reader owns this queue; popping here could reorder
-        limit = (self.backend.named_pop_limit or 1) if queue == channel else self.layer.receive_batch
+        limit = 1 if queue == channel else self.layer.receive_batch
         items = self.backend.pop_nowait(queue, limit)
         if not items:
             return None
@@ -534,10 +547,19 @@ class _LoopState:
         named = "!" not in queue
         delay = 0.0
         try:
+            idle = self.idle.pop(queue, None)
+            if idle is not None:
+                idle.cancel()
+            closing = self.closing.get(queue)
+            if closing is not None:  # the backend must not be asked again before the old feed is closed
+                await asyncio.shield(closing)
+            feed = self.feeds.get(queue)
+            if feed is None:
+                feed = self.feeds[queue] = _Feed(self, queue)
             while self.waiting.get(queue) or await self._linger(queue):
-                limit = (self.backend.named_pop_limit or self.waiting[queue]) if named else self.layer.receive_batch
+                credit = self.waiting[queue] if named else self.layer.receive_batch
                 try:
-                    items = await self.backend.pop(queue, limit, self.layer.poll_timeout)
+                    await self.backend.fill(feed, credit, self.layer.poll_timeout)
                 except BackendRefused as exc:  # retrying cannot help: every receiver of this queue hears it now
                     log.warning("receive from %r refused: %s", queue, exc)
                     self._refuse(queue, exc)
@@ -554,10 +576,53 @@ class _LoopState:
                     await asyncio.sleep(delay)
                     continue
                 delay = 0.0
-                self._file_items(queue, items)
         finally:
             if self.readers.get(queue) is asyncio.current_task():
                 del self.readers[queue]
+                if not self._closes_feeds:
+                    self.feeds.pop(queue, None)
+                elif queue in self.feeds and not self.loop.is_closed():
+                    self.idle[queue] = self.loop.call_later(self.layer.feed_idle, self._feed_idle, queue)
+
+    def _feed_idle(self, queue: str) -> None:
+        if self.idle.pop(queue, None) is not None and queue not in self.readers and queue not in self.closing:
+            task = self.closing[queue] = background_task(self._close_feed(queue), loop=self.loop)
+            task.add_done_callback(lambda _: self.closing.pop(queue, None))
+
+    async def _close_feed(self, queue: str) -> None:
+        """Withdraw the backend's asks for ``queue``, then return what it delivered that nobody here claimed (a
+        named channel's items: a reader elsewhere may take them; a process queue's stay, they are only ours)."""
+        self.feeds.pop(queue, None)
+        try:
+            await self.backend.close_feed(queue)
+        except Exception as exc:  # the server is away: its asks lapse by themselves
+            log.debug("closing the feed of %r failed: %s: %s", queue, type(exc).__name__, exc)
+        if "!" in queue:
+            return
+        entries = self.layer._unclaimed(queue)
+        if not entries:
+            return
+        try:
+            returned = await self.backend.give_back(queue, [Unclaimed(pack_item(deadline, None, payload), deadline)
+                                                            for deadline, payload in entries])
+        except Exception as exc:
+            log.debug("giving back %d item(s) of %r failed: %s: %s", len(entries), queue, type(exc).__name__, exc)
+            returned = False
+        if not returned:  # kept for the next receiver here, ahead of anything delivered since
+            self.restore(queue, entries)
+
+    def restore(self, channel: str, entries: list[Entry]) -> None:
+        """Put ``entries`` (taken out of ``channel``'s buffer) back at its head, serving waiting receivers first."""
+        buffer = self.layer._buffers.setdefault(channel, deque())
+        buffer.extendleft(reversed(entries))
+        waiters = self.waiters.get(channel)
+        while waiters and buffer:
+            entry = self.layer._take_buffered(channel)
+            if entry is None:
+                break
+            self.file(channel, channel, entry)
+        if not buffer:
+            self.layer._buffers.pop(channel, None)
 
     async def _linger(self, queue: str) -> bool:
         """Whether someone waits on ``queue`` again one loop iteration later.  A receiver that just got a message
@@ -570,7 +635,7 @@ class _LoopState:
             self.lingering.discard(queue)
         return bool(self.waiting.get(queue))
 
-    def _file_items(self, queue: str, items: list[bytes]) -> None:
+    def _file_items(self, queue: str, items: Sequence[bytes]) -> None:
         now = time.time()
         for item in items:
             try:
@@ -599,6 +664,14 @@ class _LoopState:
         for task in readers + list(self._flushes):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        for timer in self.idle.values():
+            timer.cancel()
+        self.idle.clear()
+        for task in list(self.closing.values()):
+            with contextlib.suppress(Exception):
+                await task
+        for queue in list(self.feeds):
+            await self._close_feed(queue)
         closed = LayerError("the channel layer was closed while receive() was waiting")
         for waiters in self.waiters.values():
             for future in waiters:
@@ -607,6 +680,17 @@ class _LoopState:
         self.waiters.clear()
         self.waiting.clear()
         await self.backend.close()
+
+
+class _Feed(Feed):
+    """What a backend delivers into: the loop state files each item for its channel's receivers."""
+
+    def __init__(self, state: _LoopState, queue: str) -> None:
+        self.queue = queue
+        self._state = state
+
+    def deliver(self, items: Sequence[bytes]) -> None:
+        self._state._file_items(self.queue, items)
 
 
 def _next_delay(delay: float, bounds: tuple[float, float]) -> float:
