@@ -16,11 +16,14 @@ import abc
 import asyncio
 import contextlib
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Backend", "Feed", "Push", "Unclaimed", "background_task"]
+from .envelope import item_head, pack_item
+from .names import process_part
+
+__all__ = ["Backend", "Feed", "GroupMessage", "Push", "Unclaimed", "background_task"]
 
 _T = TypeVar("_T")
 
@@ -177,16 +180,16 @@ class Backend(abc.ABC):
     async def group_members(self, group: str) -> list[str]:
         """The channels whose membership of ``group`` has not lapsed (and forget those that have)."""
 
-    async def group_push(self, group: str, fan_out: FanOut) -> int:
-        """Deliver one message to every member of ``group``; return how many members were full (dropped).
+    async def group_push(self, group: str, message: GroupMessage) -> int:
+        """Deliver ``message`` to every member of ``group``; return how many members were full (dropped).
 
-        ``fan_out(members)`` builds the pushes (one per named member, one bundle per process).  The default costs
-        one ``group_members`` plus one ``push``; a backend can override it to do the whole fan-out server-side.
+        The default costs one ``group_members`` plus one ``push`` of :meth:`GroupMessage.pushes`; a backend can
+        override it to do the whole fan-out server-side.
         """
         members = await self.group_members(group)
         if not members:
             return 0
-        pushes, counts = fan_out(members)
+        pushes, counts = message.pushes(members)
         stored = await self.push(pushes)
         return sum(count for ok, count in zip(stored, counts, strict=True) if not ok)
 
@@ -208,9 +211,50 @@ class Backend(abc.ABC):
         """
 
 
-class FanOut(abc.ABC):
-    """Builds the pushes for a group message from the member list (the core implements it)."""
+class GroupMessage:
+    """One ``group_send`` as a backend sees it (the core builds it): the items to store and the capacity that
+    applies, nothing of the layer's settings beyond that.
 
-    @abc.abstractmethod
-    def __call__(self, members: Sequence[str]) -> tuple[list[Push], list[int]]:
-        """Return the pushes and, per push, how many member channels it serves (for drop counts)."""
+    A named member's queue gets :attr:`named_item`; the members of one process share one :meth:`bundle` in their
+    process queue (spec R-GROUP-5).  Items follow :mod:`layers.envelope` (version 1): a backend that builds bundles
+    on its server uses :attr:`head` and :attr:`payload` as that module lays out, and its tests compare the result
+    with :meth:`bundle`.
+    """
+
+    __slots__ = ("capacity", "deadline", "head", "named_item", "payload", "uniform_capacity")
+
+    def __init__(self, payload: bytes, deadline: float, capacity: Callable[[str], int],
+                 uniform_capacity: int | None) -> None:
+        self.payload = payload  #: the serialized message
+        self.deadline = deadline  #: Unix time after which no copy may be delivered
+        self.capacity = capacity  #: the capacity of a queue (a named channel or a process queue)
+        #: The capacity of every queue when one applies to all (a server-side fan-out can then check each member
+        #: against it), else None: per-queue capacities, use :attr:`capacity` or the default :meth:`pushes`.
+        self.uniform_capacity = uniform_capacity
+        self.head = item_head(deadline)  #: the first bytes of every item of this message
+        self.named_item = pack_item(deadline, None, payload)
+
+    def bundle(self, channels: list[str]) -> bytes:
+        """The item for these local channels of one process."""
+        return pack_item(self.deadline, channels, self.payload)
+
+    def pushes(self, members: Sequence[str]) -> tuple[list[Push], list[int]]:
+        """The pushes for these members (one per named channel, one bundle per process) and, per push, how many
+        member channels it serves (for drop counts)."""
+        pushes: list[Push] = []
+        counts: list[int] = []
+        bundles: dict[str, list[str]] = {}
+        for channel in members:
+            proc = process_part(channel)
+            if proc is None:
+                pushes.append(Push(channel, self.named_item, self.capacity(channel), self.deadline))
+                counts.append(1)
+            else:
+                bundles.setdefault(proc, []).append(channel)
+        for proc, channels in bundles.items():
+            pushes.append(Push(proc, self.bundle(channels), self.capacity(proc), self.deadline))
+            counts.append(len(channels))
+        return pushes, counts
+
+
+FanOut = GroupMessage  # the name before GroupMessage; kept while backends move to the new one

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from .backend import Backend, FanOut, Feed, Push, Unclaimed, background_task, settle_background_tasks
+from .backend import Backend, Feed, GroupMessage, Push, Unclaimed, background_task, settle_background_tasks
 from .capacity import CapacityRules, Pattern
 from .envelope import pack_item, unpack_item
 from .errors import (
@@ -383,36 +383,21 @@ class BackendChannelLayer(BaseChannelLayer):
         return sizes
 
 
-class GroupFanOut(FanOut):
-    """Builds a group message's pushes: one per named member, one bundle per process (spec R-GROUP-5)."""
+class GroupFanOut(GroupMessage):
+    """A :class:`~layers.backend.GroupMessage` that still shows the layer's capacity rules (``rules``), for the
+    backends that read them before GroupMessage existed; goes once none does."""
+
+    __slots__ = ("rules",)
 
     def __init__(self, rules: CapacityRules, payload: bytes, deadline: float) -> None:
+        super().__init__(payload, deadline, rules.lookup, rules.default if rules.uniform else None)
         self.rules = rules
-        self.payload = payload
-        self.deadline = deadline
 
     def item_for(self, channels: list[str] | None) -> bytes:
-        """The stored item for a named channel (None) or for these local channels of one process."""
-        return pack_item(self.deadline, channels, self.payload)
+        return self.named_item if channels is None else self.bundle(channels)
 
     def __call__(self, members: Sequence[str]) -> tuple[list[Push], list[int]]:
-        pushes: list[Push] = []
-        counts: list[int] = []
-        bundles: dict[str, list[str]] = {}
-        for channel in members:
-            proc = process_part(channel)
-            if proc is None:
-                pushes.append(self._push(channel, None))
-                counts.append(1)
-            else:
-                bundles.setdefault(proc, []).append(channel)
-        for proc, channels in bundles.items():
-            pushes.append(self._push(proc, channels))
-            counts.append(len(channels))
-        return pushes, counts
-
-    def _push(self, queue: str, channels: list[str] | None) -> Push:
-        return Push(queue, self.item_for(channels), self.rules.lookup(queue), self.deadline)
+        return self.pushes(members)
 
 
 async def _unavailable_guard(call: Any) -> Any:

@@ -1,9 +1,18 @@
-"""The stored item: what a backend keeps for one message in one queue.
+"""The stored item: what a backend keeps for one message in one queue (envelope version 1).
 
-An item is ``MAGIC + struct(">dI", deadline, len(header)) + header + payload`` where ``header`` is the msgpack of
-``channels``: None for a named channel (the queue is the channel) or the list of process-local channels the copy
-is for (a ``group_send`` bundles every member of one process into one item).  ``payload`` is the serialized
-message, opaque to backends; it is appended, not re-packed, so large messages are copied once.
+Layout, byte for byte (a backend that builds items on its server — Lua, PL/pgSQL — must produce exactly this; its
+tests compare what the server built with :func:`pack_item`)::
+
+    offset 0   2 bytes   MAGIC b"L1"  (the envelope version: a new layout gets a new MAGIC)
+    offset 2   8 bytes   deadline, IEEE-754 float64 big-endian, Unix seconds
+    offset 10  4 bytes   len(header), uint32 big-endian
+    offset 14  header    msgpack of ``channels``: nil (0xc0) for a named channel (the queue is the channel), or
+                         the array of process-local channel names the copy is for (a ``group_send`` bundles every
+                         member of one process into one item)
+    then       payload   the serialized message, opaque to backends; appended, not re-packed, so a large message
+                         is copied once
+
+:func:`item_head` is the first 10 bytes, the same for every item of one message.
 """
 
 from __future__ import annotations
@@ -13,17 +22,28 @@ from typing import Any
 
 import msgpack
 
-__all__ = ["pack_item", "unpack_item"]
+__all__ = ["MAGIC", "item_head", "pack_header", "pack_item", "unpack_item"]
 
 MAGIC = b"L1"
 _FIXED = struct.Struct(">dI")
+_DEADLINE = struct.Struct(">d")
 _START = len(MAGIC) + _FIXED.size
 _NO_CHANNELS = msgpack.packb(None)
 _pack_channels = msgpack.Packer(use_bin_type=True).pack
 
 
+def item_head(deadline: float) -> bytes:
+    """MAGIC and the deadline: the bytes every item of a message with this deadline starts with."""
+    return MAGIC + _DEADLINE.pack(deadline)
+
+
+def pack_header(channels: list[str] | None) -> bytes:
+    """The msgpack header: nil for a named channel, else the array of local channel names."""
+    return _NO_CHANNELS if channels is None else bytes(_pack_channels(channels))
+
+
 def pack_item(deadline: float, channels: list[str] | None, payload: bytes) -> bytes:
-    header = _NO_CHANNELS if channels is None else _pack_channels(channels)
+    header = pack_header(channels)
     return b"".join((MAGIC, _FIXED.pack(deadline, len(header)), header, payload))
 
 
