@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pika
 
+from layers import BackendChannelLayer
 from layers.backend import Backend
-from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
 from layers.options import LayerOptions, Option, positive_seconds, redact_url, seconds
 

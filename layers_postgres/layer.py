@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
+from layers import BackendChannelLayer
 from layers.backend import Backend
-from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
 from layers.options import LayerOptions, Option, boolean, positive_seconds, redact_url, seconds
 

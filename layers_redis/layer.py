@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from layers import BackendChannelLayer
 from layers.backend import Backend
-from layers.core import BackendChannelLayer
 from layers.errors import ConfigError
 from layers.options import LayerOptions, Option, positive_seconds, seconds
 
