@@ -15,8 +15,10 @@ from .errors import (
     InvalidGroupName,
     InvalidMessage,
     InvalidName,
+    LayerClosed,
     LayerError,
     MessageTooLarge,
+    ServerError,
     TLSVerificationFailed,
 )
 from .memory import InMemoryChannelLayer
@@ -42,10 +44,12 @@ __all__ = [
     "InvalidGroupName",
     "InvalidMessage",
     "InvalidName",
+    "LayerClosed",
     "LayerError",
     "MessageTooLarge",
     "Push",
     "Serializer",
+    "ServerError",
     "TLSVerificationFailed",
     "from_config",
     "from_url",

@@ -30,6 +30,7 @@ from .errors import (
     ChannelNotOwned,
     ConfigError,
     InvalidChannelName,
+    LayerClosed,
     LayerError,
     MessageTooLarge,
 )
@@ -657,7 +658,7 @@ class _LoopState:
                 await task
         for queue in list(self.feeds):
             await self._close_feed(queue)
-        closed = LayerError("the channel layer was closed while receive() was waiting")
+        closed = LayerClosed("the channel layer was closed while receive() was waiting")
         for waiters in self.waiters.values():
             for future in waiters:
                 if not future.done():

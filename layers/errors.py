@@ -23,8 +23,10 @@ __all__ = [
     "InvalidGroupName",
     "InvalidMessage",
     "InvalidName",
+    "LayerClosed",
     "LayerError",
     "MessageTooLarge",
+    "ServerError",
     "TLSVerificationFailed",
     "caused_by",
 ]
@@ -92,6 +94,15 @@ class ConfigError(LayerError, ValueError):
 
 class BackendUnavailable(LayerError, ConnectionError):
     """The backend server could not be reached (or did not answer) within the layer's time limit."""
+
+
+class LayerClosed(LayerError):
+    """The layer was closed while this call waited (a ``receive()`` pending when ``close()`` ran)."""
+
+
+class ServerError(LayerError):
+    """The server answered this one call with an error that neither a reconnect nor new settings explain (a Redis
+    error reply, a PostgreSQL SQL error, an AMQP channel exception); the driver's error is chained."""
 
 
 class BackendRefused(ConfigError):
