@@ -33,6 +33,7 @@ from .errors import (
     LayerClosed,
     LayerError,
     MessageTooLarge,
+    ServerError,
 )
 from .names import INVALID_NAME_ERROR, MAX_NAME_LENGTH, check_channel, check_group, process_part
 from .options import LayerOptions, explain_unknown, parse_url
@@ -271,7 +272,7 @@ class BackendChannelLayer(BaseChannelLayer):
         check_group(group)
         payload = encode_message(self.serializer, message, self.max_message_size)
         fan_out = GroupFanOut(self.capacity_rules, payload, time.time() + self.expiry)
-        dropped = await _unavailable_guard(self._state().backend.group_push(self._group_key(group), fan_out))
+        dropped = await _guarded("group_send", self._state().backend.group_push(self._group_key(group), fan_out))
         if dropped:
             self.group_drops += dropped
             log.debug("group_send to %r skipped %d full member(s)", group, dropped)
@@ -282,12 +283,12 @@ class BackendChannelLayer(BaseChannelLayer):
         check_group(group)
         check_channel(channel)
         deadline = time.time() + self.group_expiry
-        await _unavailable_guard(self._state().backend.group_add(self._group_key(group), channel, deadline))
+        await _guarded("group_add", self._state().backend.group_add(self._group_key(group), channel, deadline))
 
     async def group_discard(self, group: str, channel: str) -> None:
         check_group(group)
         check_channel(channel)
-        await _unavailable_guard(self._state().backend.group_discard(self._group_key(group), channel))
+        await _guarded("group_discard", self._state().backend.group_discard(self._group_key(group), channel))
 
     def _group_key(self, group: str) -> str:
         """Groups and channels share one namespace on some servers; backends get groups already distinguished."""
@@ -350,7 +351,7 @@ class BackendChannelLayer(BaseChannelLayer):
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def flush(self) -> None:
-        await _unavailable_guard(self._state().backend.flush())
+        await _guarded("flush", self._state().backend.flush())
         self._buffers.clear()
 
     async def close(self) -> None:
@@ -401,14 +402,17 @@ class GroupFanOut(GroupMessage):
         return self.pushes(members)
 
 
-async def _unavailable_guard(call: Any) -> Any:
-    """Await a backend call, turning stray driver connection errors into ``BackendUnavailable``."""
+async def _guarded(what: str, call: Any) -> Any:
+    """Await a backend call; what a backend let through unwrapped still reaches the caller as a ``LayerError``:
+    a connection error as ``BackendUnavailable``, anything else as ``ServerError`` (the driver error chained)."""
     try:
         return await call
     except LayerError:
         raise
     except (OSError, asyncio.TimeoutError) as exc:
-        raise BackendUnavailable(f"backend call failed: {type(exc).__name__}: {exc}") from exc
+        raise BackendUnavailable(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise ServerError(f"{what} failed: {type(exc).__name__}: {exc}") from exc
 
 
 class _LoopState:
@@ -436,7 +440,7 @@ class _LoopState:
 
     async def push(self, push: Push) -> bool:
         if not self._coalesce:
-            return (await _unavailable_guard(self.backend.push([push])))[0]  # type: ignore[no-any-return]
+            return (await _guarded("send", self.backend.push([push])))[0]  # type: ignore[no-any-return]
         future: asyncio.Future[bool] = self.loop.create_future()
         if not self._pending:
             self.loop.call_soon(self._flush_pending)
@@ -451,7 +455,7 @@ class _LoopState:
 
     async def _push_batch(self, batch: list[tuple[Push, asyncio.Future[bool]]]) -> None:
         try:
-            results = await _unavailable_guard(self.backend.push([push for push, _ in batch]))
+            results = await _guarded("send", self.backend.push([push for push, _ in batch]))
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else BackendUnavailable("send interrupted")
             for _, future in batch:
