@@ -197,6 +197,10 @@ class Backend(abc.ABC):
     async def flush(self) -> None:
         """Delete every queue, item and group this layer (its ``prefix``) owns on the server."""
 
+    async def drop(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Optional: after :meth:`flush`, remove what this prefix created on the server that ``flush`` keeps
+        (tables and functions, a queue registry), for a tool that made the prefix and is done with it."""
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release every connection; must be idempotent."""

@@ -354,6 +354,12 @@ class BackendChannelLayer(BaseChannelLayer):
         await _guarded("flush", self._state().backend.flush())
         self._buffers.clear()
 
+    async def drop(self) -> None:
+        """Flush, then remove every server object this layer's ``prefix`` created (tables, functions, registries
+        that ``flush`` keeps for other processes): for tools and tests that made a prefix of their own."""
+        await self.flush()
+        await _guarded("drop", self._state().backend.drop())
+
     async def close(self) -> None:
         self._drop_dead_loops()
         loop = asyncio.get_running_loop()
