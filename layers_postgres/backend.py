@@ -1,13 +1,15 @@
 """The PostgreSQL :class:`~layers.backend.Backend`: a message table, a connection pool and a LISTEN connection.
 
 Every call is one statement (a function of :mod:`layers_postgres.schema`), prepared once per connection, so a
-coalesced batch of sends, a pop of many items or a whole group fan-out costs one round trip.  The statements of
+coalesced batch of sends, a claim of many items or a whole group fan-out costs one round trip.  The statements of
 every send and receive go through libpq directly (:mod:`layers_postgres.wire`).
 
-A send to a queue whose reader in this backend is parked (it found the queue empty and waits), or has just
-returned items and is about to park again, serves that reader in its own statement (:mod:`layers_postgres.handoff`):
-one round trip per message and no NOTIFY, instead of a push, a NOTIFY and a claim.  Readers in other processes are
-unaffected: the statement only hands over what is at the head of the queue on the server.  A lone send goes to the
+The core's reader of a queue calls :meth:`PostgresBackend.fill`, which claims rows into the core's feed and parks
+on LISTEN/NOTIFY when there are none.  A send to a queue whose fill in this backend is parked (it found the queue
+empty and waits), or has just delivered and is about to park again, serves that fill in its own statement
+(:mod:`layers_postgres.handoff`) and delivers into its feed: one round trip per message and no NOTIFY, instead of
+a push, a NOTIFY and a claim.  Readers in other processes are unaffected: the statement only hands over what is
+at the head of the queue on the server.  A lone send goes to the
 server at once; sends made while others are on their way are merged (:mod:`layers_postgres.batching`).
 """
 
@@ -21,7 +23,7 @@ import random
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,9 +31,8 @@ import msgpack
 import psycopg
 from psycopg import errors as pg_errors
 
-from layers.backend import Backend, FanOut, Push, background_task
+from layers.backend import Backend, FanOut, Feed, Push, Unclaimed, background_task
 from layers.core import GroupFanOut
-from layers.envelope import unpack_item
 from layers.errors import BackendUnavailable
 from layers.settings import redact_url
 
@@ -46,6 +47,7 @@ from .schema import (
     VERSION,
     Names,
     create_sql,
+    give_back_sql,
     hand_sql,
     pop_sql,
     push_claim_sql,
@@ -93,7 +95,7 @@ class PostgresBackend(Backend):
     poll_interval: float = 0.5
     #: Seconds a process-queue reader woken during a busy stream waits before it claims (0 disables).
     gather_delay: float = 0.001
-    #: Loop turns a push waits for this backend's reader of its queue to park (after its claim, if claiming).
+    #: Loop turns a push waits for this backend's fill of its queue to park (after its claim, if claiming).
     rejoin_turns: int = 4
     #: Our own :class:`~layers_postgres.batching.Batcher` merges concurrent sends, without deferring a lone one.
     coalesce_pushes = False
@@ -114,10 +116,11 @@ class PostgresBackend(Backend):
         self._st_pop = _statement("pop", pop_sql(n), [TEXT, INT4, FLOAT8])
         self._st_hand = _statement("hand", hand_sql(n), [TEXT, BYTEA])
         self._st_push_claim = _statement("pushclaim", push_claim_sql(n), [TEXT, BYTEA, INT4, FLOAT8, INT4, FLOAT8])
+        self._sql_give_back = give_back_sql(n)
         self._handoffs = Handoffs()
         self._batcher = Batcher(self._push_batch)
         self._claiming: dict[str, asyncio.Future[None]] = {}  # queue -> done when this backend's claim of it ends
-        self.handed = 0  # pushes that claimed for this backend's parked reader (tests and benchmarks read it)
+        self.handed = 0  # pushes that claimed for this backend's parked fill (tests and benchmarks read it)
         self._sql_group_push = f"SELECT {n.obj('_group_push')}(%s, %s, %s, %s, %s, %s, %s)"
         self._sql_sweep = f"SELECT {n.obj('_sweep')}(%s, %s)"
         self._sql_flush = f"SELECT {n.obj('_flush')}()"
@@ -141,8 +144,8 @@ class PostgresBackend(Backend):
         return [await self._push_one(pushes[0])] if len(pushes) == 1 else await self._push_many(pushes)
 
     async def _push_one(self, push: Push) -> bool:
-        """One send: served to this backend's reader of its queue when that reader waits or is about to, else
-        stored like any other."""
+        """One send: served to this backend's fill of its queue when that fill waits or is about to, else stored
+        like any other."""
         queue = push.queue
         slot = self._handoffs.take(queue)
         if slot is None and queue in self._claiming:
@@ -191,9 +194,9 @@ class PostgresBackend(Backend):
         return await self._run(run)
 
     async def _rejoin(self, queue: str) -> Slot | None:
-        """This backend's reader of ``queue`` if it parks within a few loop turns, waiting for its claim first.
+        """This backend's fill of ``queue`` if it parks within a few loop turns, waiting for its claim first.
 
-        A push stored behind the back of a reader that is claiming would keep it one message behind (a push, a
+        A push stored behind the back of a fill that is claiming would keep it one message behind (a push, a
         NOTIFY and a claim per message) for as long as a stream lasts; after its claim it usually parks at once."""
         for _ in range(self.rejoin_turns):
             claiming = self._claiming.get(queue)
@@ -209,39 +212,40 @@ class PostgresBackend(Backend):
         return None
 
     def _goes_ahead(self, push: Push) -> bool:
-        """Whether to serve the reader of the push's queue before it parks again: it just returned items and its
+        """Whether to serve the fill of the push's queue before it parks again: it just delivered items and its
         queue held nothing more as far as we know (else the statement would find older items and the item would
         be stored after all: two statements instead of one)."""
-        return (self._handoffs.between_pops(push.queue, asyncio.get_running_loop().time())
+        return (self._handoffs.between_fills(push.queue, asyncio.get_running_loop().time())
                 and not self.listener.may_hold(push.queue))
 
     async def _push_ahead(self, push: Push) -> bool:
-        """Serve a reader that is between two pops (it just got items and usually asks again at once).
+        """Serve a reader that is between two fills (it just got items and usually asks again at once).
 
-        The statement goes now, while the receiver processes what it got, and the item goes to the reader when
-        it parks.  If the queue was not empty, or the reader does not come back within a few loop turns, the
-        item is stored after all (False): its send has not returned yet, so the sender's order is kept."""
+        The statement goes now, while the receiver processes what it got, and the item goes into the feed when
+        the next fill parks: only then has the core asked for it.  If the queue was not empty, or no fill parks
+        within a few loop turns, the item is stored after all (False): its send has not returned yet, so the
+        sender's order is kept."""
         items = await self._hand(push)
         if items is None:
             return False
         slot = self._handoffs.take(push.queue) or await self._rejoin(push.queue)
         if slot is None:
             return False
-        self._handoffs.deliver(push.queue, slot, items)
+        self._handoffs.answer(push.queue, slot, items)
         self.handed += 1
         return True
 
     async def _push_to_reader(self, push: Push, slot: Slot) -> bool:
-        """Push one item and claim the head of its queue for this backend's parked reader: one statement when the
-        queue is empty (the common case), else a second one that claims older items first."""
+        """Push one item and claim the head of its queue for this backend's parked fill, up to its credit: one
+        statement when the queue is empty (the common case), else a second one that claims older items first."""
         handed: list[bytes] | None = None
         status = HANDED
         try:
             handed = await self._hand(push)
             if handed is None:
-                handed, status = await self._push_claiming(push, slot.limit)
+                handed, status = await self._push_claiming(push, slot.credit)
         finally:
-            self._handoffs.deliver(push.queue, slot, handed)  # None (failed): the reader looks for itself
+            self._handoffs.answer(push.queue, slot, handed)  # None (failed): the fill looks for itself
         self.handed += 1
         if status == NOT_STORED:  # full-looking or a new queue: the function cleans up and creates counters
             return (await self._store([push]))[0]
@@ -253,7 +257,7 @@ class PostgresBackend(Backend):
         return [_value(result, 0, 0)] if result.ntuples else None
 
     async def _push_claiming(self, push: Push, limit: int) -> tuple[list[bytes], int]:
-        """The items claimed for the reader and the push's status (see :func:`schema.push_claim_sql`)."""
+        """The items claimed for the fill and the push's status (see :func:`schema.push_claim_sql`)."""
         params = [wire.encode_text(push.queue), push.item, wire.encode_int(push.capacity),
                   wire.encode_float(push.deadline), wire.encode_int(limit), wire.encode_float(time.time())]
         result = await self._raw(self._st_push_claim, params)
@@ -261,23 +265,25 @@ class PostgresBackend(Backend):
         claimed = [_value(result, row, 1) for row in range(last)]
         status = wire.decode_int4(_value(result, last, 2))
         if status == HANDED:
-            claimed.append(push.item)  # the claim had room left: the new item is next in line, for the reader too
+            claimed.append(push.item)  # the claim had room left: the new item is next in line, for the fill too
         else:
             self.listener.watch(push.queue).set()  # the claim took a full batch: there may be more
         return claimed, status
 
-    async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
-        self._handoffs.popping(queue)
+    async def fill(self, feed: Feed, credit: int, timeout: float) -> None:
+        queue = feed.queue
+        self._handoffs.filling(queue)
         try:
-            return await self._pop_items(queue, limit, timeout)
+            items = await self._take(feed, credit, timeout)
+            if items:
+                feed.deliver(items)
         finally:
-            self._handoffs.popped(queue, asyncio.get_running_loop().time())
+            self._handoffs.filled(queue, asyncio.get_running_loop().time())
 
-    async def _pop_items(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+    async def _take(self, feed: Feed, credit: int, timeout: float) -> list[bytes]:
+        """What a claim found; [] when a push of ours delivered into ``feed`` instead, or nobody waits any more."""
         self._maybe_sweep()
-        stashed = self._handoffs.unstash(queue)
-        if stashed:
-            return stashed
+        queue = feed.queue
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         wake = self.listener.watch(queue)
@@ -285,56 +291,47 @@ class PostgresBackend(Backend):
             listening = self.listener.ready.is_set()
             if wake.is_set() or not listening:
                 wake.clear()  # before the claim: a NOTIFY for anything the claim misses sets it again
-                items = await self._claim(queue, limit)
-                if len(items) >= limit:
+                items = await self._claim(queue, credit)
+                if len(items) >= credit:
                     wake.set()  # there may be more: look again next time without waiting
                 if items:
                     return items
             remaining = end - loop.time()
             if remaining <= 0:
                 # Safety net: rows another reader claimed and then rolled back come back without a NOTIFY.
-                return await self._claim(queue, limit)
+                return await self._claim(queue, credit)
             if not listening:
                 remaining = min(remaining, self.poll_interval)  # no wake-ups while it reconnects: poll
-            handed = await self._park(queue, limit, wake, remaining)
-            if handed is not None:  # by a push of ours, or [] when our receivers left
-                return handed
+            if await self._park(feed, credit, wake, remaining):
+                return []
             if self.gather_delay and "!" in queue and loop.time() - self._last_claim < 5 * self.gather_delay:
                 # A stream into our process queue (we are its only reader): let a few more items land, so
                 # one claim takes several.  An isolated message (no recent claim) is not delayed.
                 await asyncio.sleep(self.gather_delay)
 
-    async def _park(self, queue: str, limit: int, wake: Wake, seconds: float) -> list[bytes] | None:
-        """Wait up to ``seconds`` for a NOTIFY (None: go and look) or for a push of ours that claims for us (the
-        items it claimed)."""
+    async def _park(self, feed: Feed, credit: int, wake: Wake, seconds: float) -> bool:
+        """Wait up to ``seconds`` for a NOTIFY (False: go and look) or for a push of ours that delivers into
+        ``feed`` (True), or for our receivers to leave (True)."""
         if wake.pending:
-            return None  # a NOTIFY (or a reconnect) came while we looked: look again
+            return False  # a NOTIFY (or a reconnect) came while we looked: look again
+        queue = feed.queue
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        slot = self._handoffs.park(queue, limit, future)
+        slot = self._handoffs.park(queue, feed, credit, future)
         wake.future = future
         timer = loop.call_later(seconds, slot.wake)  # cheaper than asyncio.timeout: this runs for every message
         try:
             await future
-            timer.cancel()
-            self._handoffs.unpark(queue, slot)
-            if slot.taken and not slot.answered:  # that push is on its way: its statement has our items
-                slot.future = asyncio.get_running_loop().create_future()
-                await slot.future  # the push always answers, within its own time limit
-        except BaseException:
-            slot.abandoned = True  # what the push claims for us goes to the stash for the next pop
-            raise
         finally:
             timer.cancel()
             wake.future = None
             self._handoffs.unpark(queue, slot)
-        if slot.released:
-            return []  # nobody here waits any more: leave what comes to readers elsewhere
-        if not slot.items:
-            if slot.taken:
+        if slot.taken:
+            await slot.settled()  # a claim now could overtake the items that push's statement holds
+            if not slot.delivered:
                 wake.set()  # the push failed (or claimed only expired items): look at the table
-            return None
-        return slot.items
+            return slot.delivered
+        return slot.released
 
     async def _claim(self, queue: str, limit: int) -> list[bytes]:
         params = [wire.encode_text(queue), wire.encode_int(limit), wire.encode_float(time.time())]
@@ -350,7 +347,19 @@ class PostgresBackend(Backend):
         return [_value(result, row, 0) for row in range(result.ntuples)]
 
     def stop_waiting(self, queue: str) -> None:
-        self._handoffs.release(queue)  # a parked pop returns [] now, and no push of ours serves it any more
+        self._handoffs.release(queue)  # a parked fill returns now, and no push of ours serves it any more
+
+    async def close_feed(self, queue: str) -> None:
+        await self._handoffs.settle(queue)  # a push serving the last fill delivers first
+        self.listener.forget(queue)
+
+    async def give_back(self, queue: str, items: Sequence[Unclaimed]) -> bool:
+        """Store ``items`` again ahead of what ``queue`` holds, in order, beyond its capacity (they were admitted
+        when they were sent), with one NOTIFY for readers elsewhere."""
+        params = {"queue": queue, "items": [u.item for u in items], "deadlines": [u.deadline for u in items],
+                  "now": time.time()}
+        await self._execute(self._sql_give_back, params)
+        return True
 
     async def group_add(self, group: str, channel: str, deadline: float) -> None:
         await self._execute(self._sql_group_add, (group, channel, deadline))
@@ -393,10 +402,7 @@ class PostgresBackend(Backend):
         return await self._run(run)
 
     async def close(self) -> None:
-        stashed = self._handoffs.take_stash()
         self._handoffs.clear()
-        if stashed:
-            await self._give_back(stashed)
         self._batcher.cancel()
         for task in list(self._tasks):
             task.cancel()
@@ -404,18 +410,6 @@ class PostgresBackend(Backend):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
-
-    async def _give_back(self, stashed: dict[str, list[bytes]]) -> None:
-        """Store items a push claimed for a reader that was cancelled before it took them (their sends have
-        returned): behind the queue's current items, since their rows are gone, and beyond capacity, since
-        they were admitted once already."""
-        now = time.time()
-        pushes = [Push(queue, item, _ADMITTED, _deadline_of(item, now)) for queue, items in stashed.items()
-                  for item in items]
-        try:
-            await self.push(pushes)
-        except Exception as exc:  # the server is away: these are lost, like anything in a crashed process
-            log.warning("could not give back %d claimed item(s) on close: %s", len(pushes), exc)
 
     def abandon(self) -> None:
         self.listener.abandon()
@@ -425,7 +419,7 @@ class PostgresBackend(Backend):
 
     # -- running statements --------------------------------------------------------------------------------
 
-    async def _execute(self, sql: str, args: Sequence[Any]) -> None:
+    async def _execute(self, sql: str, args: Sequence[Any] | Mapping[str, Any]) -> None:
         async def run(conn: Conn) -> None:
             await conn.execute(sql, args)
 
@@ -649,14 +643,3 @@ def _server_side_pieces(fan_out: FanOut) -> tuple[bytes, bytes, bytes] | None:
 
 
 _NIL = msgpack.packb(None)
-
-
-_ADMITTED = 2**31 - 1  # no capacity check: the item was admitted when it was sent
-
-
-def _deadline_of(item: bytes, now: float) -> float:
-    """The deadline inside a core item; a minute from now for anything else (it is checked again on delivery)."""
-    try:
-        return unpack_item(item)[0]
-    except ValueError:
-        return now + 60

@@ -1,65 +1,88 @@
-"""Senders of this process serving this process's waiting reader directly, in the same statement as the push.
+"""Senders of this process serving this process's waiting fill directly, in the same statement as the push.
 
-When the reader of a queue is parked (nothing was there at its last look), a push to that queue from the same
-backend can claim the head of the queue for that reader in the push's own statement (see
-:func:`layers_postgres.schema.push_claim_sql`): one round trip per message instead of a push, a NOTIFY and a
-claim.  Only one push serves a parked reader; it takes the :class:`Slot` away so no other push does too.
+When the fill of a queue is parked (nothing was there at its last look), a push to that queue from the same
+backend can claim the head of the queue for it in the push's own statement (see
+:func:`layers_postgres.schema.push_claim_sql`) and deliver what it claimed straight into the fill's feed: one
+round trip per message instead of a push, a NOTIFY and a claim.  Only one push serves a parked fill; it takes the
+:class:`Slot` away so no other push does too.  The core owns what was delivered from there.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+
+from layers.backend import Feed
 
 __all__ = ["Handoffs", "Slot"]
 
 
 class Slot:
-    """One parked reader: how many items it takes, and the future that wakes it."""
+    """One parked fill: the feed a push serving it delivers into, how many items it may take, its wake-up."""
 
-    __slots__ = ("abandoned", "answered", "future", "items", "limit", "released", "taken")
+    __slots__ = ("_settled", "answered", "credit", "delivered", "feed", "future", "released", "taken")
 
-    def __init__(self, limit: int, future: asyncio.Future[None]) -> None:
-        self.limit = limit
+    def __init__(self, feed: Feed, credit: int, future: asyncio.Future[None]) -> None:
+        self.feed = feed
+        self.credit = credit
         self.future = future
-        self.taken = False  # a push is claiming for this reader
+        self.taken = False  # a push is claiming for this fill
         self.answered = False  # that push is done
-        self.items: list[bytes] | None = None  # what it claimed for this reader; None if it failed
-        self.abandoned = False  # the reader stopped waiting (cancelled): its items go to the stash
-        self.released = False  # nobody in this process waits on the queue any more: the reader returns []
+        self.delivered = False  # and delivered items into the feed (else the fill looks at the table)
+        self.released = False  # nobody in this process waits on the queue any more: the fill returns
+        self._settled: list[asyncio.Future[None]] = []  # those waiting for the push to answer
 
     def wake(self) -> None:
         if not self.future.done():
             self.future.set_result(None)
 
+    async def settled(self) -> None:
+        """Wait until the push that took this slot has answered (it always does, within its time limit)."""
+        if self.answered:
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._settled.append(future)
+        await future
+
+    def answer(self, items: Sequence[bytes] | None) -> None:
+        if items:
+            self.feed.deliver(items)
+            self.delivered = True
+        self.answered = True
+        self.wake()
+        for future in self._settled:
+            if not future.done():
+                future.set_result(None)
+
 
 class Handoffs:
-    """The parked readers of one backend by queue, and items claimed for a reader that left meanwhile."""
+    """The parked fills of one backend by queue, and the pushes serving one."""
 
-    #: Seconds after a pop returned during which its reader counts as coming back (see :meth:`between_pops`).
+    #: Seconds after a fill returned during which its reader counts as coming back (see :meth:`between_fills`).
     comeback: float = 0.001
-    #: Queues whose last pop is remembered; beyond this the memory is dropped (it only saves round trips).
+    #: Queues whose last fill is remembered; beyond this the memory is dropped (it only saves round trips).
     max_remembered: int = 1000
 
     def __init__(self) -> None:
         self._parked: dict[str, Slot] = {}
-        self._stash: dict[str, list[bytes]] = {}
-        self._returned: dict[str, float] = {}  # queue -> loop time its last pop returned (none in progress)
+        self._serving: dict[str, Slot] = {}  # queue -> the slot a push took and has not answered yet
+        self._returned: dict[str, float] = {}  # queue -> loop time its last fill returned (none in progress)
 
-    def popping(self, queue: str) -> None:
+    def filling(self, queue: str) -> None:
         self._returned.pop(queue, None)
 
-    def popped(self, queue: str, now: float) -> None:
+    def filled(self, queue: str, now: float) -> None:
         if len(self._returned) >= self.max_remembered:
             self._returned.clear()
         self._returned[queue] = now
 
-    def between_pops(self, queue: str, now: float) -> bool:
-        """Whether the reader of ``queue`` just returned items and will most likely pop again at once."""
+    def between_fills(self, queue: str, now: float) -> bool:
+        """Whether the reader of ``queue`` just got items and will most likely fill again at once."""
         returned = self._returned.get(queue)
         return returned is not None and now - returned < self.comeback
 
-    def park(self, queue: str, limit: int, future: asyncio.Future[None]) -> Slot:
-        slot = self._parked[queue] = Slot(limit, future)
+    def park(self, queue: str, feed: Feed, credit: int, future: asyncio.Future[None]) -> Slot:
+        slot = self._parked[queue] = Slot(feed, credit, future)
         return slot
 
     def unpark(self, queue: str, slot: Slot) -> None:
@@ -67,42 +90,38 @@ class Handoffs:
             del self._parked[queue]
 
     def take(self, queue: str) -> Slot | None:
-        """The parked reader of ``queue`` for a push to serve, if there is one; no other push gets it."""
+        """The parked fill of ``queue`` for a push to serve, if there is one; no other push gets it."""
         slot = self._parked.pop(queue, None)
         if slot is not None:
             slot.taken = True
+            self._serving[queue] = slot
         return slot
 
+    def answer(self, queue: str, slot: Slot, items: Sequence[bytes] | None) -> None:
+        """Deliver what the push claimed for ``slot`` (None: the push failed, the fill looks for itself)."""
+        if self._serving.get(queue) is slot:
+            del self._serving[queue]
+        slot.answer(items)
+        if items:  # the reader is as good as back from its fill: it usually fills again at once
+            self.filled(queue, asyncio.get_running_loop().time())
+
     def release(self, queue: str) -> None:
-        """Nobody waits on ``queue`` here any more: its parked reader (if no push took it yet) returns empty."""
+        """Nobody waits on ``queue`` here any more: its parked fill (if no push took it yet) returns."""
         slot = self._parked.pop(queue, None)
         if slot is not None:
             slot.released = True
             slot.wake()
 
-    def deliver(self, queue: str, slot: Slot, items: list[bytes] | None) -> None:
-        """Give the reader what the push claimed for it (None: the push failed, the reader looks for itself)."""
-        if slot.abandoned:
-            if items:
-                self._stash.setdefault(queue, []).extend(items)  # the next pop of this queue returns them
-            return
-        slot.items = items
-        slot.answered = True
-        slot.wake()
-        if items:  # the reader is as good as back from its pop: it usually pops again at once
-            self.popped(queue, asyncio.get_running_loop().time())
-
-    def unstash(self, queue: str) -> list[bytes]:
-        return self._stash.pop(queue, [])
-
-    def take_stash(self) -> dict[str, list[bytes]]:
-        """Every stashed item by queue (the backend closes: they must go back to the table, not vanish)."""
-        stash, self._stash = self._stash, {}
-        return stash
+    async def settle(self, queue: str) -> None:
+        """Wait for the push serving ``queue`` (if any) to deliver: nothing more arrives for it after this."""
+        self.release(queue)
+        self._returned.pop(queue, None)
+        slot = self._serving.get(queue)
+        if slot is not None:
+            await slot.settled()
 
     def clear(self) -> None:
         for slot in self._parked.values():
             slot.wake()
         self._parked.clear()
-        self._stash.clear()
         self._returned.clear()

@@ -423,3 +423,28 @@ SELECT NULL, NULL, CASE
     ELSE {NOT_STORED} END
 FROM taken AS t
 ORDER BY 1 NULLS LAST"""
+
+
+def give_back_sql(n: Names) -> str:
+    """Items taken from queue ``%(queue)s`` that nobody claimed, stored again at its head in their order, with
+    one NOTIFY: ``%(items)s`` and ``%(deadlines)s`` (arrays), ``%(now)s``; the expired ones are dropped.
+
+    They go in with ids just below the queue's first one (its identity's next value when it is empty): the order
+    of a queue is its ids'.  The counter grows by what was stored, beyond the capacity: they were admitted when
+    they were sent."""
+    sequence = quote_literal(n.msg)
+    return f"""\
+WITH input AS (
+    SELECT t.item, t.deadline, t.ord FROM unnest(%(items)s::bytea[], %(deadlines)s::float8[])
+        WITH ORDINALITY AS t(item, deadline, ord) WHERE t.deadline >= %(now)s
+), head AS (
+    SELECT coalesce((SELECT min(m.id) FROM {n.msg} AS m WHERE m.queue = %(queue)s),
+                    nextval(pg_get_serial_sequence({sequence}, 'id'))) - cardinality(%(items)s::bytea[]) - 1 AS base
+), counted AS (
+    INSERT INTO {n.queue} AS q (queue, n) SELECT %(queue)s, count(*) FROM input HAVING count(*) > 0
+    ON CONFLICT (queue) DO UPDATE SET n = q.n + excluded.n
+), stored AS (
+    INSERT INTO {n.msg} (id, queue, deadline, item) OVERRIDING SYSTEM VALUE
+    SELECT h.base + i.ord, %(queue)s, i.deadline, i.item FROM input AS i, head AS h ORDER BY i.ord
+)
+SELECT pg_notify({quote_literal(n.channel)}, %(queue)s) WHERE EXISTS (SELECT 1 FROM input)"""

@@ -17,6 +17,7 @@ import pytest
 
 from layers import ChannelFull
 from layers_postgres import PostgresChannelLayer
+from tests.postgres._feed import fill
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -257,14 +258,14 @@ def test_claims_stay_indexed_when_the_table_grows_after_the_first_claims(make_la
         backend = layer._state().backend
         assert isinstance(backend, PostgresBackend)
         for _ in range(12):  # past PostgreSQL's 5 custom plans: the generic plan is made on an empty queue
-            assert await backend.pop("grow.mine", 1, 0.0) == []
+            assert await fill(backend, "grow.mine", 1, 0.0) == []
         sql.execute(f'INSERT INTO "{prefix}_msg" (queue, deadline, item) '
                     "SELECT 'grow.other', 1e12, 'x'::bytea FROM generate_series(1, 100000)")
         sql.execute(f'INSERT INTO "{prefix}_msg" (queue, deadline, item) '
                     "SELECT 'grow.mine', 1e12, 'x'::bytea FROM generate_series(1, 100)")
         started = time.perf_counter()
         for _ in range(100):
-            assert len(await backend.pop("grow.mine", 1, 0.0)) == 1
+            assert len(await fill(backend, "grow.mine", 1, 0.0)) == 1
         elapsed = time.perf_counter() - started
         await layer.close()
         return elapsed

@@ -1,4 +1,5 @@
-"""A push that claims the head of its queue for this process's parked reader, in the push's own statement."""
+"""A push that claims the head of its queue for this process's parked fill, in the push's own statement, and
+delivers into the fill's feed; items nobody claimed go back to the head of the queue."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any
 
 import psycopg
 
-from layers.backend import Push
+from layers.backend import Push, Unclaimed
 from layers_postgres.backend import PostgresBackend
+from tests.postgres._feed import fill
 
 QUEUE = "hand.q"
 
@@ -20,14 +22,14 @@ def _backend(layer: Any) -> PostgresBackend:
     return backend
 
 
-async def _parked_pop(backend: PostgresBackend, limit: int) -> asyncio.Task[list[bytes]]:
-    """A pop of QUEUE that found nothing and now waits (parked) for a NOTIFY or a push of this backend."""
-    task = asyncio.ensure_future(backend.pop(QUEUE, limit, 10.0))
+async def _parked_fill(backend: PostgresBackend, credit: int) -> asyncio.Task[list[bytes]]:
+    """A fill of QUEUE that found nothing and now waits (parked) for a NOTIFY or a push of this backend."""
+    task = asyncio.ensure_future(fill(backend, QUEUE, credit, 10.0))
     for _ in range(500):
         await asyncio.sleep(0.01)
         if QUEUE in backend._handoffs._parked:
             return task
-    raise AssertionError("the pop never parked")
+    raise AssertionError("the fill never parked")
 
 
 def _store_behind_its_back(sql: psycopg.Connection[Any], prefix: str, items: list[bytes], counted: int) -> None:
@@ -56,13 +58,13 @@ def test_push_hands_the_oldest_item_and_stores_its_own(make_layer: Any, prefix: 
         layer = make_layer()
         await layer.send("hand.warmup", {})  # tables exist
         backend = _backend(layer)
-        pop = await _parked_pop(backend, limit=1)
+        parked = await _parked_fill(backend, credit=1)
         _store_behind_its_back(sql, prefix, [b"a", b"b"], counted=2)
         assert await backend.push([Push(QUEUE, b"c", 10, time.time() + 60)]) == [True]
-        got = await asyncio.wait_for(pop, 5)
+        got = await asyncio.wait_for(parked, 5)
         assert _counter(sql, prefix) == (2, 2)  # b and c stored, counted exactly
         for _ in range(2):
-            got += await backend.pop(QUEUE, 1, 5.0)
+            got += await fill(backend, QUEUE, 1, 5.0)
         await layer.close()
         return got
 
@@ -78,10 +80,10 @@ def test_push_hands_its_own_item_after_older_ones(make_layer: Any, prefix: str,
         layer = make_layer()
         await layer.send("hand.warmup", {})
         backend = _backend(layer)
-        pop = await _parked_pop(backend, limit=5)
+        parked = await _parked_fill(backend, credit=5)
         _store_behind_its_back(sql, prefix, [b"a", b"b"], counted=2)
         assert await backend.push([Push(QUEUE, b"c", 10, time.time() + 60)]) == [True]
-        got = await asyncio.wait_for(pop, 5)
+        got = await asyncio.wait_for(parked, 5)
         await layer.close()
         return got
 
@@ -97,10 +99,10 @@ def test_capacity_exact_when_pushing_to_a_parked_reader(make_layer: Any, prefix:
         layer = make_layer()
         await layer.send("hand.warmup", {})
         backend = _backend(layer)
-        pop = await _parked_pop(backend, limit=1)
+        parked = await _parked_fill(backend, credit=1)
         _store_behind_its_back(sql, prefix, [b"a", b"b", b"c"], counted=3)
         stored = await backend.push([Push(QUEUE, b"d", 2, time.time() + 60)])  # 3 - 1 claimed = 2: full
-        got = await asyncio.wait_for(pop, 5)
+        got = await asyncio.wait_for(parked, 5)
         stored += await backend.push([Push(QUEUE, b"e", 3, time.time() + 60)])  # 2 < 3: room for one
         stored += await backend.push([Push(QUEUE, b"f", 3, time.time() + 60)])
         await layer.close()
@@ -112,43 +114,81 @@ def test_capacity_exact_when_pushing_to_a_parked_reader(make_layer: Any, prefix:
     assert _counter(sql, prefix) == (3, 3)
 
 
-async def _hand_to_a_reader_that_leaves(layer: Any) -> PostgresBackend:
-    """A push takes the parked reader, the reader is cancelled before the push answers: the send returned."""
+async def _hand_to_a_receiver_that_leaves(layer: Any) -> PostgresBackend:
+    """A send takes the parked fill, its receiver is cancelled before the push answers: the send returned, and
+    the item is the core's (delivered into its feed) with nobody waiting for it."""
     await layer.send("hand.warmup", {})
     backend = _backend(layer)
-    pop = await _parked_pop(backend, limit=1)
-    push = asyncio.ensure_future(backend.push([Push(QUEUE, b"x", 10, time.time() + 60)]))
-    await asyncio.sleep(0)  # the push took the parked reader and awaits its statement
-    assert backend._handoffs._parked.get(QUEUE) is None
-    pop.cancel()
-    assert await push == [True]
+    receive = asyncio.ensure_future(layer.receive(QUEUE))
+    for _ in range(500):
+        await asyncio.sleep(0.01)
+        if QUEUE in backend._handoffs._parked:
+            break
+    send = asyncio.ensure_future(layer.send(QUEUE, {"n": 1}))
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if QUEUE in backend._handoffs._serving:
+            break
+    assert QUEUE in backend._handoffs._serving, "the send did not take the parked fill"
+    receive.cancel()
+    await send
+    assert receive.cancelled()
     return backend
 
 
-def test_items_claimed_for_a_reader_that_left_go_to_the_next_pop(make_layer: Any) -> None:
-    async def main() -> list[bytes]:
+def test_items_handed_to_a_receiver_that_left_go_to_the_next_receive(make_layer: Any) -> None:
+    async def main() -> Any:
         layer = make_layer()
-        backend = await _hand_to_a_reader_that_leaves(layer)
-        got = await backend.pop(QUEUE, 1, 0.5)
+        await _hand_to_a_receiver_that_leaves(layer)
+        got = await asyncio.wait_for(layer.receive(QUEUE), 2)
         await layer.close()
         return got
 
-    assert asyncio.run(main()) == [b"x"]
+    assert asyncio.run(main()) == {"n": 1}
 
 
-def test_items_claimed_for_a_reader_that_left_are_stored_again_on_close(make_layer: Any) -> None:
-    """The send returned (handed over), its reader was cancelled, then the layer closed: the item is not lost."""
+def test_items_handed_to_a_receiver_that_left_are_stored_again_on_close(make_layer: Any) -> None:
+    """The send returned (handed over), its receiver was cancelled, then the layer closed: the item is back in
+    the table, for any reader."""
 
-    async def main() -> list[bytes]:
+    async def main() -> Any:
         layer = make_layer()
-        await _hand_to_a_reader_that_leaves(layer)
+        await _hand_to_a_receiver_that_leaves(layer)
         await layer.close()
         other = make_layer()
-        got = await _backend(other).pop(QUEUE, 1, 2.0)
+        got = await asyncio.wait_for(other.receive(QUEUE), 2)
         await other.close()
         return got
 
-    assert asyncio.run(main()) == [b"x"]
+    assert asyncio.run(main()) == {"n": 1}
+
+
+def test_given_back_items_go_to_the_head_of_the_queue_in_order(make_layer: Any, prefix: str,
+                                                               sql: psycopg.Connection[Any]) -> None:
+    """Ahead of what was stored meanwhile, counted (beyond capacity), expired ones dropped; into an empty queue
+    too, ahead of what comes next."""
+
+    async def main() -> tuple[list[bytes], tuple[int, int], list[bytes]]:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})
+        backend = _backend(layer)
+        far = time.time() + 60
+        assert await backend.push([Push(QUEUE, b"c", 1, far)]) == [True]
+        assert await backend.give_back(QUEUE, [Unclaimed(b"a", far), Unclaimed(b"old", time.time() - 1),
+                                               Unclaimed(b"b", far)])
+        counted = _counter(sql, prefix)
+        first = await fill(backend, QUEUE, 10, 1.0)
+        assert await backend.give_back(QUEUE, [Unclaimed(b"x", far), Unclaimed(b"y", far)])
+        assert await backend.push([Push(QUEUE, b"z", 10, far)]) == [True]
+        second = await fill(backend, QUEUE, 10, 1.0)
+        await layer.close()
+        return first, counted, second
+
+    first, counted, second = asyncio.run(main())
+    assert first == [b"a", b"b", b"c"]
+    assert counted == (3, 3)
+    assert second == [b"x", b"y", b"z"]
+    assert _counter(sql, prefix) == (0, 0)
 
 
 def test_fifo_and_exactly_once_with_a_second_layer_reading(make_layer: Any) -> None:
@@ -190,15 +230,15 @@ def test_fifo_and_exactly_once_with_a_second_layer_reading(make_layer: Any) -> N
 
 def test_a_reader_whose_receivers_left_is_not_served(make_layer: Any, prefix: str,
                                                      sql: psycopg.Connection[Any]) -> None:
-    """After stop_waiting the parked pop returns empty and the next push stores its item for any reader."""
+    """After stop_waiting the parked fill returns empty and the next push stores its item for any reader."""
 
     async def main() -> tuple[list[bytes], int]:
         layer = make_layer()
         await layer.send("hand.warmup", {})
         backend = _backend(layer)
-        pop = await _parked_pop(backend, limit=1)
+        parked = await _parked_fill(backend, credit=1)
         backend.stop_waiting(QUEUE)
-        got = await asyncio.wait_for(pop, 1)
+        got = await asyncio.wait_for(parked, 1)
         assert await backend.push([Push(QUEUE, b"kept", 10, time.time() + 60)]) == [True]
         handed = backend.handed
         await layer.close()
@@ -241,7 +281,7 @@ def test_a_stream_from_this_process_stays_on_the_one_statement_path(make_layer: 
 
 def test_a_send_ahead_of_a_reader_that_does_not_come_back_is_stored(make_layer: Any, prefix: str,
                                                                     sql: psycopg.Connection[Any]) -> None:
-    """The reader just returned from a pop, so the send goes ahead of it; it does not pop again: the item is
+    """The reader just returned from a fill, so the send goes ahead of it; it does not fill again: the item is
     stored after all (counted, and there for the next reader), never held in the process."""
 
     async def main() -> tuple[list[bytes], int, int, tuple[int, int]]:
@@ -256,11 +296,11 @@ def test_a_send_ahead_of_a_reader_that_does_not_come_back_is_stored(make_layer: 
             return await hand(push)
 
         backend._hand = counted_hand  # type: ignore[method-assign]
-        backend.listener.watch(QUEUE).clear()  # as if a pop found the queue empty and just returned
-        backend._handoffs.popped(QUEUE, asyncio.get_running_loop().time())
+        backend.listener.watch(QUEUE).clear()  # as if a fill found the queue empty and just returned
+        backend._handoffs.filled(QUEUE, asyncio.get_running_loop().time())
         assert await backend.push([Push(QUEUE, b"kept", 10, time.time() + 60)]) == [True]
         counted = _counter(sql, prefix)
-        got = await backend.pop(QUEUE, 1, 1.0)
+        got = await fill(backend, QUEUE, 1, 1.0)
         handed = backend.handed
         await layer.close()
         return got, len(looks), handed, counted
@@ -319,7 +359,7 @@ def test_a_wake_up_during_a_claim_is_not_lost(make_layer: Any, prefix: str, sql:
         backend.listener.watch("hand.other")
         await asyncio.wait_for(backend.listener.ready.wait(), 5)  # listening: only a wake-up ends the wait
         started = time.monotonic()
-        got = await backend.pop(QUEUE, 1, 5.0)
+        got = await fill(backend, QUEUE, 1, 5.0)
         elapsed = time.monotonic() - started
         await layer.close()
         return got, elapsed
