@@ -14,13 +14,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from layers.backend import Backend, Push
+from layers.backend import Backend, Feed, Push, Unclaimed
 
 from .cluster import ClusterShard
 from .connection import ScriptCall, Shard
 from .direct import DirectShard
 from .hosts import HostSpec
-from .scripts import GROUP_ADD, GROUP_MEMBERS, PUSH, unframe
+from .scripts import GIVE_BACK, GROUP_ADD, GROUP_MEMBERS, PUSH, frame
 from .sharding import shard_of
 
 __all__ = ["RedisBackend"]
@@ -91,9 +91,18 @@ class RedisBackend(Backend):
                 stored[position] = result == 1
         return stored
 
-    async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
-        elements = await self.shard_for(queue).pop(*self._keys(queue), limit, timeout)
-        return [unframe(element) for element in elements]
+    async def fill(self, feed: Feed, credit: int, timeout: float) -> None:
+        await self.shard_for(feed.queue).fill(*self._keys(feed.queue), feed, credit, timeout)
+
+    async def close_feed(self, queue: str) -> None:
+        await self.shard_for(queue).close_feed(self.queue_key(queue))
+
+    async def give_back(self, queue: str, items: Sequence[Unclaimed]) -> bool:
+        if items:
+            ttl_ms = max(int((max(item.deadline for item in items) - time.time()) * 1000), 0) + KEY_TTL_SLACK_MS
+            elements = [frame(item.deadline, item.item) for item in reversed(items)]
+            await self.shard_for(queue).run_script(GIVE_BACK, (self.queue_key(queue),), ttl_ms, *elements)
+        return True
 
     # -- groups --------------------------------------------------------------------------------------------
 

@@ -17,8 +17,11 @@ from typing import Any, TypeVar
 import redis.exceptions as rex
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from layers.backend import Feed
+
 from .connection import UNAVAILABLE, ScriptCall, Shard, connection_options
 from .hosts import HostSpec
+from .scripts import unframe
 from .wire import close_without_loop
 
 __all__ = ["ClusterShard"]
@@ -107,7 +110,12 @@ class ClusterShard(Shard):
         with contextlib.suppress(*UNAVAILABLE, rex.RedisClusterException):  # the next failed send tries again
             await asyncio.wait_for(self.commands.nodes_manager.initialize(), self.timeout)
 
-    async def pop(self, queue_key: str, readers_key: str, limit: int, timeout: float) -> list[bytes]:
+    async def fill(self, queue_key: str, readers_key: str, feed: Feed, credit: int, timeout: float) -> None:
+        elements = await self._pop(queue_key, credit, timeout)
+        if elements:
+            feed.deliver([unframe(element) for element in elements])
+
+    async def _pop(self, queue_key: str, limit: int, timeout: float) -> list[bytes]:
         loop = asyncio.get_running_loop()
         give_up = loop.time() + timeout + self.timeout
         while True:

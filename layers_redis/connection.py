@@ -17,6 +17,7 @@ import redis.exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from layers.backend import Feed
 from layers.errors import (
     AccessDenied,
     AuthenticationFailed,
@@ -105,8 +106,11 @@ class Shard(abc.ABC):
         """One plain command."""
 
     @abc.abstractmethod
-    async def pop(self, queue_key: str, readers_key: str, limit: int, timeout: float) -> list[bytes]:
-        """Up to ``limit`` framed elements of the queue, waiting up to ``timeout`` for the first."""
+    async def fill(self, queue_key: str, readers_key: str, feed: Feed, credit: int, timeout: float) -> None:
+        """Take up to ``credit`` more items of the queue into ``feed`` (:meth:`layers.backend.Backend.fill`)."""
+
+    async def close_feed(self, queue_key: str) -> None:  # noqa: B027 - optional hook, empty by design
+        """Withdraw whatever still asks for the queue's items (:meth:`layers.backend.Backend.close_feed`)."""
 
     @abc.abstractmethod
     async def scan_delete(self, pattern: str) -> int:

@@ -1,69 +1,61 @@
 """A shard that is one server (or the master a Sentinel names): two connections per event loop in all.
 
 Commands share one auto-pipelined :class:`~layers_redis.wire.CommandLink`.  Receiving uses no blocking command:
-a reader with nothing to read *arms* its queue (the ARM script registers ``limit`` tokens naming its SUBSCRIBE
-channel), and the next pushes to that empty queue are PUBLISHed straight to it.  A busy consumer therefore
-costs the server no pop round trip at all, and a queue that fills up while nobody is armed is popped in batches.
+a reader with nothing to read *arms* its queue (the ARM script registers one token per item of its credit, each
+naming its SUBSCRIBE channel), and the next pushes to that empty queue are PUBLISHed straight to it.  A busy
+consumer therefore costs the server no pop round trip at all, and a queue that fills up while nobody is armed is
+popped in batches.  Whatever arrives goes straight into the core's feed, from the subscriber's data callback.
 
 Tokens carry a lease (their deadline), so tokens of a reader that vanished expire; a push also skips a token whose
-PUBLISH reached nobody.  Items handed over but not yet returned by :meth:`pop` stay in this shard's inbox for
-the next :meth:`pop`, and :meth:`close` puts them back at the head of their queue.
+PUBLISH reached nobody, so unsubscribing is what withdraws a reader for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
-from layers.backend import background_task
+from layers.backend import Feed
 from layers.errors import LayerError
 
 from .connection import UNAVAILABLE_REPLIES, ScriptCall, Shard, connection_options, refusal
 from .hosts import HostSpec
-from .scripts import ARM, POP
+from .scripts import ARM, HEADER, unframe
 from .wire import CommandLink, LinkError, ReplyError, SubscriberLink
 
 __all__ = ["DirectShard"]
 
-log = logging.getLogger("layers.redis")
-
 # A reader's tokens outlive its wait by this much (covers clock differences between processes).
 LEASE_SLACK = 2.0
-# An armed reader re-arms after this long without arrivals, so a token count gone wrong (a lost PUBLISH) can
-# only delay an item stored meanwhile by this much.  Costs an idle reader one round trip per period.
+# An armed reader re-arms after this long without using up its tokens, so a token count gone wrong (a lost
+# PUBLISH) can only delay an item stored meanwhile by this much.  Costs an idle reader one round trip per period.
 ARMED_WAIT = 1.0
+# A hand-over is the ARM generation (6 digits) that made its token, then the element (deadline, then item).
+TAG = 6
 
 
-class _Inbox:
-    """One queue's reader state: its subscription channel, armed tokens and items handed over."""
+class _Subscription:
+    """One queue's armed tokens on this server: the SUBSCRIBE channel they name, and the feed that gets arrivals."""
 
-    def __init__(self, queue_key: str, readers_key: str, channel: bytes) -> None:
+    def __init__(self, queue_key: str, readers_key: str, channel: bytes, feed: Feed) -> None:
         self.queue_key = queue_key
         self.readers_key = readers_key
         self.channel = channel
-        self.arrived: deque[bytes] = deque()
+        self.feed = feed
         self.credits = 0  # tokens registered on the server and not yet used
         self.generation = 0  # which ARM the current tokens come from (arrivals name theirs)
+        self.tag = b"%06d" % 0
         self.used = 0  # arrivals for the current generation
         self.token = b""
         self.lease_until = 0.0  # monotonic
         self.waiter: asyncio.Future[None] | None = None
-        self.popping = 0  # pop() calls in progress
-        self.last_pop = 0.0  # monotonic end of the latest pop()
-        self.idle_timer: asyncio.TimerHandle | None = None
-        self.releasing: asyncio.Future[None] | None = None
-
-    def take(self, limit: int) -> list[bytes]:
-        return [self.arrived.popleft() for _ in range(min(limit, len(self.arrived)))]
 
     def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -81,9 +73,9 @@ class DirectShard(Shard):
         super().__init__(spec, timeout)
         self.pool = _make_pool(spec, timeout)
         self.commands = CommandLink(self.pool, timeout, spec.label)
-        self.subscriber = SubscriberLink(self.pool, timeout, spec.label, self._deliver, self._lost)
-        self._inboxes: dict[str, _Inbox] = {}
-        self._by_channel: dict[bytes, _Inbox] = {}
+        self.subscriber = SubscriberLink(self.pool, timeout, spec.label, self._arrived, self._lost)
+        self._subscriptions: dict[str, _Subscription] = {}
+        self._by_channel: dict[bytes, _Subscription] = {}
         self._name = uuid.uuid4().hex[:16]
 
     # -- commands ------------------------------------------------------------------------------------------
@@ -131,134 +123,106 @@ class DirectShard(Shard):
 
     # -- receiving -----------------------------------------------------------------------------------------
 
-    async def pop(self, queue_key: str, readers_key: str, limit: int, timeout: float) -> list[bytes]:
-        if timeout <= 0:
-            return list(await self.run_script(POP, (queue_key, readers_key), _now_ms(), limit))
-        inbox = self._inbox(queue_key, readers_key)
-        while inbox.releasing is not None:
-            await asyncio.shield(inbox.releasing)
-            inbox = self._inbox(queue_key, readers_key)  # the release may have dropped it
-        inbox.popping += 1
-        try:
-            if not inbox.arrived and (inbox.credits <= 0 or time.monotonic() >= inbox.lease_until - LEASE_SLACK):
-                popped = await self._arm(inbox, limit, timeout)
-                if popped:
-                    return popped
-            if not inbox.arrived:
-                await self._wait(inbox, min(timeout, inbox.lease_until - LEASE_SLACK - time.monotonic()))
-            return inbox.take(limit)
-        finally:
-            inbox.popping -= 1
-            inbox.last_pop = time.monotonic()
-            if inbox.idle_timer is None:
-                inbox.idle_timer = asyncio.get_running_loop().call_later(ARMED_WAIT, self._check_idle, inbox)
-
-    def _check_idle(self, inbox: _Inbox) -> None:
-        """Nobody has popped this queue for a while: withdraw its tokens and give back what was handed over,
-        so items never wait in a process that stopped reading them."""
-        inbox.idle_timer = None
-        if inbox.popping or inbox.releasing is not None or self._inboxes.get(inbox.queue_key) is not inbox:
+    async def fill(self, queue_key: str, readers_key: str, feed: Feed, credit: int, timeout: float) -> None:
+        """Arm ``credit`` tokens unless tokens of a live lease remain, then wait until they are used up or the
+        lease (or ``timeout``) runs out; hand-overs reach ``feed`` from the subscriber callback meanwhile."""
+        subscription = self._subscription(queue_key, readers_key, feed)
+        rearm = subscription.credits <= 0 or time.monotonic() >= subscription.lease_until - LEASE_SLACK
+        if rearm and await self._arm(subscription, credit, timeout):
             return
-        idle_for = time.monotonic() - inbox.last_pop
-        if idle_for < ARMED_WAIT:
-            inbox.idle_timer = asyncio.get_running_loop().call_later(ARMED_WAIT - idle_for, self._check_idle, inbox)
-        elif inbox.token or inbox.arrived:
-            inbox.releasing = background_task(self._release(inbox))
-        else:
-            self._forget(inbox)
+        if subscription.credits > 0:
+            await self._wait(subscription, min(timeout, subscription.lease_until - LEASE_SLACK - time.monotonic()))
 
-    async def _release(self, inbox: _Inbox) -> None:
-        try:
-            await self._give_back(inbox)
-        except Exception as exc:  # the server is away: the tokens lapse by themselves, items stay for a pop
-            log.debug("could not release %s: %s", inbox.queue_key, exc)
-        finally:
-            inbox.releasing = None
-        if not (inbox.popping or inbox.token or inbox.arrived):
-            self._forget(inbox)
-
-    def _forget(self, inbox: _Inbox) -> None:
-        """Drop an idle inbox, so queues read once leave nothing behind in this process."""
-        if self._inboxes.get(inbox.queue_key) is inbox:
-            del self._inboxes[inbox.queue_key]
-            del self._by_channel[inbox.channel]
-
-    async def _give_back(self, inbox: _Inbox) -> None:
-        """Withdraw the tokens, wait until every hand-over made before that has arrived, requeue the arrivals."""
-        if inbox.token:
-            await self._call("release", "LREM", inbox.readers_key, 0, inbox.token)
-            inbox.token, inbox.credits = b"", 0
-            await self.subscriber.unsubscribe(inbox.channel)  # a barrier: earlier PUBLISHes have now arrived
-        if inbox.arrived:
-            items = list(inbox.arrived)
-            await self._call("release", "LPUSH", inbox.queue_key, *reversed(items))
-            for _ in items:
-                inbox.arrived.popleft()
-
-    def _inbox(self, queue_key: str, readers_key: str) -> _Inbox:
-        inbox = self._inboxes.get(queue_key)
-        if inbox is None:
+    def _subscription(self, queue_key: str, readers_key: str, feed: Feed) -> _Subscription:
+        subscription = self._subscriptions.get(queue_key)
+        if subscription is None:
             channel = f"{readers_key}:{self._name}".encode()
-            inbox = self._inboxes[queue_key] = self._by_channel[channel] = _Inbox(queue_key, readers_key, channel)
-        return inbox
+            subscription = _Subscription(queue_key, readers_key, channel, feed)
+            self._subscriptions[queue_key] = self._by_channel[channel] = subscription
+        subscription.feed = feed  # the core opens a new feed after closing one
+        return subscription
 
-    async def _arm(self, inbox: _Inbox, limit: int, timeout: float) -> list[bytes]:
-        """Pop what the queue holds, or register ``limit`` tokens and wait for pushes to be handed over."""
+    async def _arm(self, subscription: _Subscription, credit: int, timeout: float) -> bool:
+        """Pop what the queue holds into the feed (True), or register ``credit`` tokens for hand-overs (False)."""
         try:
-            await self.subscriber.subscribe(inbox.channel)
+            await self.subscriber.subscribe(subscription.channel)
         except (LinkError, OSError, asyncio.TimeoutError) as exc:
             raise self.unavailable("subscribe", exc) from exc
         now = _now_ms()
         lease = min(timeout, ARMED_WAIT) + LEASE_SLACK
-        unaccounted = inbox.credits > 0  # tokens of the last ARM neither seen arriving nor known to be unused
-        inbox.generation = (inbox.generation + 1) % 1_000_000
-        inbox.used = 0
-        token = b"%015d%06d" % (now + int(lease * 1000), inbox.generation) + inbox.channel
-        popped = await self.run_script(ARM, (inbox.queue_key, inbox.readers_key), now, limit, token, inbox.token,
-                                       int(lease * 1000) + 1000)
-        inbox.token = token
+        unaccounted = subscription.credits > 0  # tokens of the last ARM neither seen arriving nor known unused
+        subscription.generation = (subscription.generation + 1) % 1_000_000
+        subscription.tag = b"%06d" % subscription.generation
+        subscription.used = 0
+        token = b"%015d" % (now + int(lease * 1000)) + subscription.tag + subscription.channel
+        popped = await self.run_script(ARM, (subscription.queue_key, subscription.readers_key), now, credit, token,
+                                       subscription.token, int(lease * 1000) + 1000)
+        subscription.token = token
         if popped:
-            inbox.credits = 0  # the script withdrew our previous tokens and registered none
+            subscription.credits = 0  # the script withdrew our previous tokens and registered none
             if unaccounted:
-                return await self._after_handovers(inbox, list(popped), limit)
-            return list(popped)
+                await self._await_handovers(subscription)
+            subscription.feed.deliver([unframe(element) for element in popped])
+            return True
         # Pushes may have used some tokens already (their PUBLISH can arrive before this reply).
-        inbox.credits = limit - inbox.used
-        inbox.lease_until = time.monotonic() + lease
-        return []
+        subscription.credits = credit - subscription.used
+        subscription.lease_until = time.monotonic() + lease
+        return False
 
-    async def _after_handovers(self, inbox: _Inbox, popped: list[bytes], limit: int) -> list[bytes]:
+    async def _await_handovers(self, subscription: _Subscription) -> None:
         """What ARM popped was stored after any hand-over its withdrawn tokens made, and such a hand-over may
         still be on its way over the subscriber connection: a PING there is answered after it, so it goes first."""
         with contextlib.suppress(LinkError, OSError, asyncio.TimeoutError):  # link gone: so is the hand-over
-            await self.subscriber.barrier(inbox.channel)
-        inbox.arrived.extend(popped)
-        return inbox.take(limit)
+            await self.subscriber.barrier(subscription.channel)
 
-    async def _wait(self, inbox: _Inbox, timeout: float) -> None:
+    async def _wait(self, subscription: _Subscription, timeout: float) -> None:
         loop = asyncio.get_running_loop()
-        inbox.waiter = loop.create_future()
-        timer = loop.call_later(max(timeout, 0.0), inbox.wake)
+        subscription.waiter = loop.create_future()
+        timer = loop.call_later(max(timeout, 0.0), subscription.wake)
         try:
-            await inbox.waiter
+            await subscription.waiter
         finally:
             timer.cancel()
-            inbox.waiter = None
+            subscription.waiter = None
 
-    def _deliver(self, channel: bytes, data: bytes) -> None:
-        inbox = self._by_channel.get(channel)
-        if inbox is None:  # cannot happen: we only subscribe to our inboxes' channels
+    def _arrived(self, channel: bytes, data: bytes) -> None:
+        subscription = self._by_channel.get(channel)
+        if subscription is None:  # cannot happen: we only subscribe to our subscriptions' channels
             return
-        inbox.arrived.append(data[6:])
-        if data[:6] == b"%06d" % inbox.generation:  # a token of an earlier ARM does not use a current one
-            inbox.used += 1
-            inbox.credits -= 1
-        inbox.wake()
+        subscription.feed.deliver((data[TAG + HEADER:],))
+        if data[:TAG] == subscription.tag:  # a token of an earlier ARM does not use a current one
+            subscription.used += 1
+            subscription.credits -= 1
+            if subscription.credits <= 0:
+                subscription.wake()
 
     def _lost(self) -> None:
         """The subscriber connection died: whatever was armed is void; readers re-arm (and resubscribe)."""
-        for inbox in self._inboxes.values():
-            inbox.disarm()
+        for subscription in self._subscriptions.values():
+            subscription.disarm()
+
+    async def close_feed(self, queue_key: str) -> None:
+        """Withdraw the tokens, then unsubscribe: a barrier, every hand-over made before it has then been
+        delivered.  A push that takes a token LREM missed reaches no subscriber and stores its item instead."""
+        subscription = self._subscriptions.get(queue_key)
+        if subscription is None:
+            return
+        try:
+            if subscription.token:
+                await self._call("release", "LREM", subscription.readers_key, 0, subscription.token)
+        finally:
+            subscription.token = b""
+            subscription.disarm()
+            try:
+                await self.subscriber.unsubscribe(subscription.channel)
+            except (LinkError, OSError, asyncio.TimeoutError) as exc:
+                raise self.unavailable("unsubscribe", exc) from exc
+        self._forget(subscription)  # only once unsubscribed: a late hand-over still finds its feed
+
+    def _forget(self, subscription: _Subscription) -> None:
+        if self._subscriptions.get(subscription.queue_key) is subscription:
+            del self._subscriptions[subscription.queue_key]
+            del self._by_channel[subscription.channel]
 
     # -- flush and lifecycle -------------------------------------------------------------------------------
 
@@ -280,18 +244,15 @@ class DirectShard(Shard):
                 return found
 
     async def close(self) -> None:
-        """Withdraw our tokens and put what was handed over but not returned back at the head of its queue."""
-        inboxes = list(self._inboxes.values())
-        for inbox in inboxes:
-            if inbox.idle_timer is not None:
-                inbox.idle_timer.cancel()
+        """Withdraw tokens still registered (the core closed its feeds first; a bare backend may not have)."""
+        subscriptions = list(self._subscriptions.values())
         if self.commands.connected:
             with contextlib.suppress(Exception):
-                await asyncio.gather(*(inbox.releasing or self._give_back(inbox) for inbox in inboxes))
-        for inbox in inboxes:
-            inbox.arrived.clear()
-            inbox.disarm()
-        self._inboxes.clear()
+                await asyncio.gather(*(self._call("release", "LREM", s.readers_key, 0, s.token)
+                                       for s in subscriptions if s.token))
+        for subscription in subscriptions:
+            subscription.disarm()
+        self._subscriptions.clear()
         self._by_channel.clear()
         await self.commands.close()
         await self.subscriber.close()
@@ -299,12 +260,9 @@ class DirectShard(Shard):
             await self.pool.disconnect()
 
     def abandon(self) -> None:
-        for inbox in self._inboxes.values():
-            if inbox.idle_timer is not None:
-                inbox.idle_timer.cancel()
         self.commands.abandon()
         self.subscriber.abandon()
-        self._inboxes.clear()
+        self._subscriptions.clear()
         self._by_channel.clear()
 
 

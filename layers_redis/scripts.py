@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-__all__ = ["ARM", "GROUP_ADD", "GROUP_MEMBERS", "HEADER", "POP", "PUSH", "Script", "frame", "unframe"]
+__all__ = ["ARM", "GIVE_BACK", "GROUP_ADD", "GROUP_MEMBERS", "HEADER", "PUSH", "Script", "frame", "unframe"]
 
 HEADER = 15  # digits of the deadline (ms) in front of every element
 
@@ -36,7 +36,7 @@ class Script:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
-# Drops expired elements from the head of KEYS[1] (ARGV[1] is "now" in ms).  Shared by PUSH and POP.  An element
+# Drops expired elements from the head of KEYS[1] (ARGV[1] is "now" in ms).  Shared by PUSH and ARM.  An element
 # without a numeric deadline (written by something else than this layer) counts as expired: comparing its nil
 # deadline would raise an error on every later push and pop of the queue.
 _TRIM = """
@@ -75,13 +75,13 @@ if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 return 1
 """)
 
-# KEYS[1] queue, KEYS[2] readers; ARGV: now ms, limit.  Up to ``limit`` unexpired elements from the head, removed.
-POP = Script("pop", _TRIM + """
-if not head then return {} end
-local n = tonumber(ARGV[2])
-local items = redis.call('LRANGE', key, 0, n - 1)
-redis.call('LTRIM', key, n, -1)
-return items
+# KEYS[1] queue; ARGV: key TTL ms, then the framed elements, last first.  Puts them back at the head in order (items
+# a process took and nobody there claimed); like PUSH, a queue the list newly creates expires by itself.
+GIVE_BACK = Script("give_back", """
+redis.call('LPUSH', KEYS[1], unpack(ARGV, 2))
+local ttl = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
 """)
 
 # KEYS[1] queue, KEYS[2] readers; ARGV: now ms, limit, new token, previous token (or ''), readers TTL ms.
