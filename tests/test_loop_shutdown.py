@@ -10,6 +10,7 @@ import gc
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -134,11 +135,10 @@ def test_layer_dropped_after_bare_loop_close_logs_no_error(make_layer: Callable[
 
 
 def test_redis_idle_release_started_as_the_loop_stops(caplog: pytest.LogCaptureFixture) -> None:
-    """The Redis reader's idle timer starts a release task; a loop stopped in that very iteration and closed
-    leaves that task pending, never started."""
+    """The core's idle timer of a Redis feed starts the task that closes it (close_feed + give_back); a loop
+    stopped in that very iteration and closed leaves that task pending, never started."""
     if not _reachable(REDIS_URL, 6379):
         pytest.skip(f"the shared Redis at {REDIS_URL} is not reachable")
-    from layers_redis.direct import DirectShard
 
     layer = _redis("t" + uuid.uuid4().hex[:10])
     with caplog.at_level(logging.WARNING, logger="asyncio"):
@@ -146,19 +146,22 @@ def test_redis_idle_release_started_as_the_loop_stops(caplog: pytest.LogCaptureF
         try:
             channel = loop.run_until_complete(layer.new_channel())
 
-            async def round_trip() -> list[DirectShard]:
+            async def round_trip() -> Any:
                 await layer.send(channel, {"type": "a"})
                 await layer.receive(channel)
-                return [shard for shard in layer._state().backend.shards if isinstance(shard, DirectShard)]
+                for _ in range(500):  # polling: the reader ends by itself, then the feed's idle timer runs
+                    if not layer._state().readers:
+                        break
+                    await asyncio.sleep(0.01)
+                return layer._state()
 
-            shards = loop.run_until_complete(round_trip())
-            timers = [inbox.idle_timer for shard in shards for inbox in shard._inboxes.values()
-                      if inbox.idle_timer is not None]
-            assert timers, "the reader armed no idle timer"
+            state = loop.run_until_complete(round_trip())
+            timers = list(state.idle.values())
+            assert timers, "the reader left no idle timer"
             loop.call_at(max(timer.when() for timer in timers), loop.stop)
             loop.run_forever()
-            assert any(inbox.releasing is not None for shard in shards for inbox in shard._inboxes.values())
-            del shards, timers  # they reach the release task; the layer alone must hold it from here on
+            assert state.closing, "the idle timer started no feed close"
+            del state, timers  # they reach the close task; the layer alone must hold it from here on
         finally:
             loop.close()
         gc.collect()
