@@ -20,21 +20,18 @@ import contextlib
 import hashlib
 import logging
 import random
-import struct
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgpack
 import psycopg
 from psycopg import errors as pg_errors
 
-from layers.backend import Backend, FanOut, Feed, Push, Unclaimed, background_task
-from layers.core import GroupFanOut
+from layers.backend import Backend, Feed, GroupMessage, Push, Unclaimed, background_task
 from layers.errors import BackendUnavailable
-from layers.settings import redact_url
+from layers.options import redact_url
 
 from . import wire
 from .batching import Batcher
@@ -374,13 +371,13 @@ class PostgresBackend(Backend):
 
         return await self._run(run)
 
-    async def group_push(self, group: str, fan_out: FanOut) -> int:
-        pieces = _server_side_pieces(fan_out)
-        if pieces is None:  # per-pattern capacities or an unknown item layout: members, then one push
-            return await super().group_push(group, fan_out)
-        assert isinstance(fan_out, GroupFanOut)
-        named, head, payload = pieces
-        args = (group, time.time(), fan_out.rules.default, fan_out.deadline, named, head, payload)
+    async def group_push(self, group: str, message: GroupMessage) -> int:
+        """The whole fan-out in one statement: the server builds each process's bundle from ``message.head`` and
+        ``message.payload`` (the envelope's layout), when one capacity applies to every member."""
+        capacity = message.uniform_capacity
+        if capacity is None:  # per-queue capacities: members, then one push
+            return await super().group_push(group, message)
+        args = (group, time.time(), capacity, message.deadline, message.named_item, message.head, message.payload)
         return int(await self._fetch_one(self._sql_group_push, args))
 
     async def flush(self) -> None:
@@ -616,30 +613,3 @@ async def _schema_version(conn: Conn, names: Names) -> int | None:
     cur = await conn.execute(f"SELECT version FROM {names.meta} WHERE id = 1")
     row = await cur.fetchone()
     return int(row[0]) if row else None
-
-
-_layout_ok: bool | None = None  # whether the server can build bundle items (checked once against the core)
-
-
-def _server_side_pieces(fan_out: FanOut) -> tuple[bytes, bytes, bytes] | None:
-    """(named item, head, payload) for the server-side fan-out, or None when it cannot reproduce the core's items.
-
-    The server builds a bundle as ``head || int4(len(header)) || header || payload``; this is checked once against
-    :meth:`GroupFanOut.item_for`, so a change of the core's envelope falls back to the generic path.
-    """
-    global _layout_ok
-    if not isinstance(fan_out, GroupFanOut) or not fan_out.rules.uniform:
-        return None
-    named = fan_out.item_for(None)
-    tail = len(fan_out.payload) + 4 + len(_NIL)
-    head = named[: len(named) - tail]
-    if _layout_ok is None:
-        sample = ["a.b!c", "a.b!d"]
-        header = msgpack.packb(sample)
-        built = head + struct.pack(">i", len(header)) + header + fan_out.payload
-        _layout_ok = (built == fan_out.item_for(sample)
-                      and named == head + struct.pack(">i", len(_NIL)) + _NIL + fan_out.payload)
-    return (named, head, fan_out.payload) if _layout_ok else None
-
-
-_NIL = msgpack.packb(None)
