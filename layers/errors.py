@@ -8,6 +8,7 @@ Channels is installed, so ``except channels.exceptions.ChannelFull`` keeps worki
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 __all__ = [
@@ -55,7 +56,13 @@ class LayerError(Exception):
 
 
 class ChannelFull(LayerError, _ChannelsFull):
-    """``send`` found the destination channel at its capacity; the message was not stored."""
+    """``send`` found the destination channel at its capacity; the message was not stored.  ``channels``: the
+    channels that were full (the one of ``send``; every full one of ``send_many``, whose other messages were
+    stored)."""
+
+    def __init__(self, message: str = "", channels: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.channels: list[str] = list(channels)
 
 
 class MessageTooLarge(LayerError, _ChannelsTooLarge, ValueError):
