@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
 from layers.backend import Feed
-from layers.errors import LayerError
+from layers.errors import ServerError
 
 from .connection import UNAVAILABLE_REPLIES, ScriptCall, Shard, connection_options, refusal
 from .hosts import HostSpec
@@ -97,7 +97,7 @@ class DirectShard(Shard):
             # e.g. READONLY after a failover: reconnect, which asks the Sentinel for the new master.
             self.commands.fail(LinkError(str(reply)))
             raise self.unavailable(what, reply)
-        raise LayerError(f"Redis {self.spec.label}: {what} failed: {reply}")
+        raise ServerError(f"Redis {self.spec.label}: {what} failed: {reply}") from reply
 
     async def execute(self, *args: Any) -> Any:
         return await self._call(str(args[0]), *args)

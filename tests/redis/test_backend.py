@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import redis
 
-from layers import ChannelFull
+from layers import ChannelFull, ServerError
 from layers_redis import RedisChannelLayer
 from layers_redis.backend import KEY_TTL_SLACK_MS
 from tests.redis.helpers import run
@@ -147,6 +147,22 @@ def test_repr_and_close_idempotent(shared_url: str, prefix: str) -> None:
         await layer.close()
         await layer.close()
         assert await layer.receive("c") == {"x": 1}  # reopens lazily
+        await layer.close()
+
+    run(scenario())
+
+
+def test_an_error_reply_is_a_server_error(shared_url: str, shared_client: redis.Redis, prefix: str) -> None:
+    """An error reply that is neither a refusal nor an outage (WRONGTYPE: the queue's key holds a string) is a
+    ServerError with the reply chained."""
+    shared_client.set(f"{prefix}:q:{{wrong}}", b"x")
+
+    async def scenario() -> None:
+        layer = make(shared_url, prefix)
+        with pytest.raises(ServerError, match="WRONGTYPE") as caught:
+            await layer.send("wrong", {"x": 1})
+        assert caught.value.__cause__ is not None
+        await layer.flush()
         await layer.close()
 
     run(scenario())

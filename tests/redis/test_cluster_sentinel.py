@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis
 
+from layers import ServerError
 from layers_redis import RedisChannelLayer
 from tests.redis.helpers import run
 from tests.servers.redis import RedisCluster3, RedisSentinelSetup
@@ -54,6 +56,25 @@ def test_cluster_from_dict_config(cluster: RedisCluster3, prefix: str) -> None:
         await layer.close()
 
     run(scenario())
+
+
+def test_cluster_error_reply_is_a_server_error(cluster: RedisCluster3, prefix: str) -> None:
+    """An error reply on a cluster (WRONGTYPE: the queue's key holds a string) is a ServerError, as on one server."""
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    client.set(f"{prefix}:q:{{wrong}}", b"x")
+
+    async def scenario() -> None:
+        layer = RedisChannelLayer(hosts=[cluster.url], prefix=prefix)
+        with pytest.raises(ServerError, match="WRONGTYPE") as caught:
+            await layer.send("wrong", {"x": 1})
+        assert caught.value.__cause__ is not None
+        await layer.flush()
+        await layer.close()
+
+    try:
+        run(scenario())
+    finally:
+        client.close()
 
 
 def test_sentinel_and_failover(sentinel: RedisSentinelSetup, prefix: str) -> None:
