@@ -44,6 +44,7 @@ from .schema import (
     VERSION,
     Names,
     create_sql,
+    drop_sql,
     give_back_sql,
     hand_sql,
     pop_sql,
@@ -382,6 +383,17 @@ class PostgresBackend(Backend):
 
     async def flush(self) -> None:
         await self._execute(self._sql_flush, ())
+
+    async def drop(self) -> None:
+        """Drop the prefix's tables and functions (the next call creates them again)."""
+
+        async def run(conn: Conn) -> None:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (self.names.ddl_lock,))
+                await conn.execute(drop_sql(self.names).encode(), prepare=False)
+
+        await self._run(run)
+        self.config.schema_ready = False
 
     async def server_footprint(self) -> dict[str, int] | None:
         """Rows the layer's tables hold: stored items, queue counters (empty ones go at the next sweep) and

@@ -88,12 +88,25 @@ class Statement:
         names = _prepared.get(pgconn)
         if names is None:
             names = _prepared[pgconn] = set()
-        if self.name not in names:
-            pgconn.send_prepare(self.name, self.sql, self.types)
-            await _result(pgconn)
-            names.add(self.name)
+        known = self.name in names
+        if not known:
+            await self._prepare(pgconn, names)
+        pgconn.send_query_prepared(self.name, params, self.formats, 1)
+        try:
+            return await _result(pgconn)
+        except pg_errors.InvalidSqlStatementName:
+            if not known:
+                raise
+        # psycopg ran DEALLOCATE ALL on this connection (it does after a DROP, ALTER or ROLLBACK of its own)
+        names.clear()
+        await self._prepare(pgconn, names)
         pgconn.send_query_prepared(self.name, params, self.formats, 1)
         return await _result(pgconn)
+
+    async def _prepare(self, pgconn: pq.abc.PGconn, names: set[bytes]) -> None:
+        pgconn.send_prepare(self.name, self.sql, self.types)
+        await _result(pgconn)
+        names.add(self.name)
 
 
     async def run_plain(self, conn: Conn, params: Sequence[Param], prepared: bool = True) -> pq.abc.PGresult:

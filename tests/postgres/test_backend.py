@@ -272,3 +272,31 @@ def test_claims_stay_indexed_when_the_table_grows_after_the_first_claims(make_la
 
     elapsed = asyncio.run(main())
     assert elapsed < 0.3, f"100 claims took {elapsed:.3f}s: the claim scans the table"
+
+
+def test_drop_leaves_nothing_of_the_prefix(make_layer: Any, prefix: str, sql: psycopg.Connection[Any]) -> None:
+    """layer.drop(): no table, index or function of the prefix is left; the layer works again afterwards."""
+
+    def objects() -> list[str]:
+        rows = sql.execute("SELECT relname FROM pg_class WHERE relname LIKE %s UNION ALL "
+                           "SELECT proname FROM pg_proc WHERE proname LIKE %s", (prefix + "%", prefix + "%"))
+        return sorted(row[0] for row in rows.fetchall())
+
+    async def main() -> tuple[list[str], list[str], Any]:
+        layer = make_layer()
+        await layer.group_add("g", "drop.a")
+        await layer.send("drop.a", {"n": 1})
+        before = objects()
+        await layer.drop()
+        after = objects()
+        await layer.send("drop.a", {"n": 2})  # recreated on use
+        got = await asyncio.wait_for(layer.receive("drop.a"), 5)
+        await layer.drop()
+        await layer.close()
+        return before, after, got
+
+    before, after, got = asyncio.run(main())
+    assert len(before) >= 9, before  # 4 tables, the index, 5 functions
+    assert after == []
+    assert got == {"n": 2}
+    assert objects() == []
