@@ -367,3 +367,33 @@ def test_a_wake_up_during_a_claim_is_not_lost(make_layer: Any, prefix: str, sql:
     got, elapsed = asyncio.run(main())
     assert got == [b"late"]
     assert elapsed < 1.0, f"the reader parked for {elapsed:.2f}s"
+
+
+def test_an_item_a_push_is_handing_over_when_the_layer_closes_is_stored_again(make_layer: Any) -> None:
+    """The layer closes while a send's statement claims for the parked fill: close waits for that push, and the
+    item, delivered to nobody, is back in the table."""
+
+    async def main() -> Any:
+        layer = make_layer()
+        await layer.send("hand.warmup", {})
+        backend = _backend(layer)
+        receive = asyncio.ensure_future(layer.receive(QUEUE))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if QUEUE in backend._handoffs._parked:
+                break
+        send = asyncio.ensure_future(layer.send(QUEUE, {"n": 1}))
+        for _ in range(100):
+            await asyncio.sleep(0)
+            if QUEUE in backend._handoffs._serving:
+                break
+        assert QUEUE in backend._handoffs._serving, "the send did not take the parked fill"
+        receive.cancel()
+        await layer.close()
+        await send
+        other = make_layer()
+        got = await asyncio.wait_for(other.receive(QUEUE), 2)
+        await other.close()
+        return got
+
+    assert asyncio.run(main()) == {"n": 1}
