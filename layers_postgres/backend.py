@@ -30,7 +30,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from layers.backend import Backend, Feed, GroupMessage, Push, Unclaimed, background_task
-from layers.errors import BackendUnavailable
+from layers.errors import BackendUnavailable, ServerError
 from layers.options import redact_url
 
 from . import wire
@@ -462,16 +462,21 @@ class PostgresBackend(Backend):
                         return await op(conn)
                     finally:
                         pool.release(conn)
-            except _MISSING:
+            except _MISSING as exc:
                 if attempt == 2:
-                    raise
+                    raise self._server_error(exc) from exc
                 self.config.schema_ready = False  # someone dropped our objects: create them again
             except _UNAVAILABLE as exc:
                 self._check_pool_soon()
                 raise BackendUnavailable(
                     f"PostgreSQL at {redact_url(self.config.dsn)} is unavailable: {type(exc).__name__}: {exc}"
                 ) from exc
+            except psycopg.Error as exc:  # the server rejected this statement: retrying cannot help
+                raise self._server_error(exc) from exc
         raise AssertionError("unreachable")
+
+    def _server_error(self, exc: psycopg.Error) -> ServerError:
+        return ServerError(f"PostgreSQL at {redact_url(self.config.dsn)} answered {type(exc).__name__}: {exc}")
 
     @staticmethod
     async def _on_connection(pool: Pool, op: Callable[[Conn], Awaitable[T]]) -> T:

@@ -300,3 +300,24 @@ def test_drop_leaves_nothing_of_the_prefix(make_layer: Any, prefix: str, sql: ps
     assert after == []
     assert got == {"n": 2}
     assert objects() == []
+
+
+def test_a_sql_error_is_a_server_error_with_the_driver_error_chained(make_layer: Any) -> None:
+    """Neither unavailable nor a refusal: the server rejected this one statement (an int4 out of range)."""
+    from layers import ServerError
+    from layers.backend import Push
+
+    async def main() -> BaseException:
+        layer = make_layer()
+        await layer.send("err.warmup", {})
+        backend = layer._state().backend
+        try:
+            await backend.push([Push("err.q", b"x", 2**40, time.time() + 60)])
+        except ServerError as exc:
+            return exc
+        finally:
+            await layer.close()
+        raise AssertionError("no error")
+
+    error = asyncio.run(main())
+    assert isinstance(error.__cause__, psycopg.errors.NumericValueOutOfRange), repr(error.__cause__)
