@@ -3,15 +3,17 @@
 * ``push``: publish every item to its channel queue (default exchange, ``mandatory``) and await the confirms
   together.  A nack means the queue is at its ``x-max-length`` (``reject-publish``): the push was refused.  A
   return means the queue does not exist (expired, or flushed by another process): re-declare and publish again.
-* ``pop`` of a process queue: a manual-ack consumer feeds a local deque while the core's reader keeps asking, and
-  a message is acknowledged when ``pop`` hands it to the core.  The consumer's prefetch is the core's batch limit
-  (the ``limit`` of ``pop``), so a process never holds more than one batch ahead of its receivers: the rest waits
-  (and counts toward capacity) on the broker.  The consumer is cancelled when the reader stops, so an idle process
-  lets every further message wait there.
-* ``pop`` of a named channel: ``basic.get`` (auto-ack) takes messages one by one, so a message is never held by
-  a process that does not want it; while the queue is empty and a receiver waits, a prefetch-1, manual-ack
-  consumer (the doorbell) takes the next message for that receiver and cancels itself.  A delivery that arrives
-  after the wait ended is rejected back to its place, and the next ``basic.get`` waits until that reject is out.
+* ``fill`` of a process queue: a manual-ack consumer delivers into the core's feed from pika's callback, and what
+  it delivered is acknowledged when the core asks again (its next ``fill``).  The consumer's prefetch is the
+  core's credit (its batch), so a process never holds more than one batch ahead of what its receivers asked for:
+  the rest waits (and counts toward capacity) on the broker.  ``close_feed`` cancels the consumer, so an idle
+  process lets every further message wait there.
+* ``fill`` of a named channel: ``basic.get`` (auto-ack) takes messages one by one, one per receiver waiting here,
+  so a message is never held by a process that does not want it; while the queue is empty and a receiver waits, a
+  prefetch-1, manual-ack consumer (the doorbell) takes the next message for that receiver and cancels itself.  A
+  delivery that arrives after the wait ended is rejected back to its place, and the next ``basic.get`` waits until
+  that reject is out.  A message nobody claimed stays with the core (``give_back``: AMQP cannot put a message
+  back at the head of a queue).
 * groups: see :mod:`layers_amqp.groups` (process channels: group messages enter the process queue itself, so they
   meet its capacity and keep their order with direct sends) and :meth:`Topology.member_args` (named channels).
 """
@@ -29,8 +31,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pika import spec
 
-from layers.backend import Backend, FanOut, Push, background_task
-from layers.core import GroupFanOut
+from layers.backend import Backend, Feed, GroupMessage, Push, background_task
 from layers.errors import BackendUnavailable
 from layers.names import process_part
 
@@ -44,38 +45,39 @@ __all__ = ["AMQPBackend"]
 
 log = logging.getLogger("layers.amqp")
 
-#: A process-queue consumer is cancelled when no pop came for this long (the core's reader stopped).
-IDLE_GRACE = 0.5
-#: How many handed-over bodies a subscription remembers (at least 4 x its prefetch): more than the unacknowledged
-#: deliveries the broker can have out to it (the current consumer's prefetch plus what idle-cancelled ones held).
+#: How many delivered bodies a process queue remembers (at least 4 x its prefetch): more than the unacknowledged
+#: deliveries the broker can have out to it when a connection dies (the current consumer's prefetch, plus what a
+#: closed feed's acks may not have settled).
 _HANDED_MEMORY = 400
 
 
 @dataclass
-class _Subscription:
+class _Consumers:
     """The consumers of one process queue and of the process's group inbox."""
 
     queue: str
-    # Delivered, not yet handed to the core: (item for the core, delivery tag, hash of the body as delivered), all
-    # unacknowledged.
-    items: deque[tuple[bytes, int, int]] = field(default_factory=deque)
-    channel: Channel | None = None  # the channel the items were delivered on (their tags belong to it)
+    feed: Feed | None = None  # where deliveries go: the core's, from a fill until close_feed
+    allowance: int = 0  # how many more deliveries the pending fill takes (0: no fill pending)
+    # Delivered while no fill was pending, not yet handed to the core: (item for the core, delivery tag, hash of the
+    # body as delivered), all unacknowledged, so they are still the broker's (they count toward the consumer's
+    # prefetch, which bounds what a process takes ahead of its receivers, and come back if the process dies).
+    held: deque[tuple[bytes, int, int]] = field(default_factory=deque)
+    channel: Channel | None = None  # the channel the held deliveries came on (their tags belong to it)
+    delivered: int = 0  # deliveries handed to the core so far (a fill returns once this moved)
     # Hashes of the bodies handed to the core lately (not the bodies: they may be large).  Their acks may not have
     # reached the broker when a connection died: it then delivers them again (``redelivered``), and these are
     # dropped instead of being received twice (a body carries its deadline to the microsecond, so two are alike
     # only by a hash collision).
     handed: deque[int] = field(default_factory=lambda: deque(maxlen=_HANDED_MEMORY))
-    waiter: asyncio.Future[None] | None = None  # the pop waiting for a delivery
-    tags: list[str] = field(default_factory=list)  # the process-queue consumer
+    waiter: asyncio.Future[None] | None = None  # the fill waiting for a delivery
+    tag: str | None = None  # the process-queue consumer
     generation: int = -1  # Link.ctl_generation the consumers were created in
-    # The group-inbox consumer outlives an idle process-queue consumer: a flush's FLUSHED record must reach the
-    # directory before the flush deletes the queues, and the broker's cancel tells of a queue deleted meanwhile.
+    # The group-inbox consumer outlives a closed feed: a flush's FLUSHED record must reach the directory before the
+    # flush deletes the queues, and the broker's cancel tells of a queue deleted meanwhile.
     inbox_tag: str | None = None
     inbox_generation: int = -1
-    popping: int = 0
-    last_pop: float = 0.0  # monotonic time the latest pop returned
-    idle_timer: asyncio.TimerHandle | None = None
-    wait_until: float = 0.0  # loop time the waiting pop gives up
+    filling: int = 0
+    wait_until: float = 0.0  # loop time the waiting fill gives up
     wait_timer: asyncio.TimerHandle | None = None
 
     def wake(self) -> None:
@@ -117,9 +119,9 @@ class AMQPBackend(Backend):
         self.capacity_for = capacity_for
         self.directory = directory
         self.declared = Declarations(link, topology)
-        self._subs: dict[str, _Subscription] = {}
-        self._doorbells: dict[str, asyncio.Future[Rung]] = {}  # consumer tag -> its doorbell
-        self._listening: dict[str, asyncio.Future[Rung]] = {}  # named queue -> the doorbell of its pop
+        self._subs: dict[str, _Consumers] = {}
+        self._doorbells: dict[str, asyncio.Future[bool]] = {}  # consumer tag -> its doorbell
+        self._listening: dict[str, asyncio.Future[bool]] = {}  # named queue -> the doorbell of its fill
         self._unwatched: set[str] = set()  # named queues nobody here waits on any more (see stop_waiting)
         self._unsettled: set[str] = set()  # named queues whose doorbell was cancelled without a message
         self._cancelled_doorbells: list[tuple[Channel, str]] = []  # cancelled without waiting for cancel-ok
@@ -169,75 +171,119 @@ class AMQPBackend(Backend):
         answering for ``timeout`` seconds (one watchdog for all publishes, not a timer per call)."""
         return [await future for future in futures]
 
-    # -- pop: process queues -------------------------------------------------------------------------------
+    # -- receiving: the core's reader fills its feed ------------------------------------------------------------
 
     @_public
-    async def pop(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+    async def fill(self, feed: Feed, credit: int, timeout: float) -> None:
+        if "!" in feed.queue:
+            await self._fill_process(feed, credit, timeout)
+        else:
+            await self._fill_named(feed, credit, timeout)
+
+    @_public
+    async def close_feed(self, queue: str) -> None:
         if "!" in queue:
-            return await self._pop_process(queue, limit, timeout)
-        return await self._pop_named(queue, limit, timeout)
+            await self._close_process_feed(queue)
+        else:
+            self._unwatched.discard(self.top.queue(queue))
 
-    def pop_nowait(self, queue: str, limit: int) -> list[bytes] | None:
-        """Deliveries already received for a process queue, without a reader task (None: nothing here)."""
-        sub = self._subs.get(queue)
-        if sub is None or not sub.items:
-            return None
-        sub.last_pop = time.monotonic()
-        return self._take(sub, limit)
+    def stop_waiting(self, queue: str) -> None:
+        """The core's last receiver of ``queue`` left: a named channel's doorbell wait ends so the fill takes
+        nothing; a process queue's fill returns, so the core's reader stops and closes the feed in time."""
+        if "!" in queue:
+            sub = self._subs.get(queue)
+            if sub is not None:
+                sub.wake()
+            return
+        name = self.top.queue(queue)
+        self._unwatched.add(name)
+        rang = self._listening.get(name)
+        if rang is not None:
+            _ring(rang, False)
 
-    async def _pop_process(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+    # -- process queues -------------------------------------------------------------------------------------
+
+    async def _fill_process(self, feed: Feed, credit: int, timeout: float) -> None:
+        """A manual-ack consumer with prefetch ``credit`` delivers into ``feed`` from pika's callback, up to
+        ``credit`` messages while this call is pending, each acknowledged as it is handed over.  What arrives while
+        no fill is pending is held unacknowledged (at most the prefetch: the broker sends no more until it gets
+        acks), handed over by the next fill; so a process never holds more than one batch ahead of what its
+        receivers asked for, and the rest waits (and counts toward capacity) on the broker."""
+        queue = feed.queue
         sub = self._subs.get(queue)
         if sub is None:
-            sub = self._subs[queue] = _Subscription(queue)
-        sub.popping += 1
+            sub = self._subs[queue] = _Consumers(queue)
+        sub.feed = feed
+        sub.allowance = credit
+        sub.filling += 1
         try:
-            if not sub.items:
-                if sub.generation != self.link.ctl_generation:
-                    await self._subscribe(sub, limit)
-                if not sub.items:
-                    await self._wait_delivery(sub, timeout)
-            return self._take(sub, limit)
+            if sub.held and self._hand_held(sub):
+                return
+            before = sub.delivered
+            if sub.generation != self.link.ctl_generation:
+                await self._subscribe(sub, credit)
+            if sub.delivered == before:
+                await self._wait_delivery(sub, timeout)
         finally:
-            sub.popping -= 1
-            sub.last_pop = time.monotonic()
-            if sub.idle_timer is None:
-                sub.idle_timer = self.link.loop.call_later(IDLE_GRACE, self._maybe_idle, sub)
+            sub.filling -= 1
+            if not sub.filling:
+                sub.allowance = 0
 
-    def _take(self, sub: _Subscription, limit: int) -> list[bytes]:
-        """Hand up to ``limit`` delivered items to the core and acknowledge them: from now on they are the core's
-        (they no longer count on the broker), and the consumer may receive as many more."""
-        channel = sub.channel
-        if channel is None or not channel.is_open:
+    def _hand_held(self, sub: _Consumers) -> int:
+        """Hand what arrived while no fill was pending to the core, up to the allowance; how many."""
+        channel, feed = sub.channel, sub.feed
+        if channel is None or not channel.is_open or feed is None:
             # The broker gives unacknowledged deliveries back to the queue when their channel closes: handing
             # these over too would deliver them twice.
-            sub.items.clear()
-            return []
-        count = min(limit, len(sub.items))
-        taken = [sub.items.popleft() for _ in range(count)]
+            sub.held.clear()
+            return 0
+        count = min(sub.allowance, len(sub.held))
+        taken = [sub.held.popleft() for _ in range(count)]
         if not taken:
-            return []
+            return 0
         if self._sole_holder(sub):
             channel.basic_ack(taken[-1][1], multiple=True)
         else:  # "multiple" would also acknowledge what another process queue's consumer holds on this channel
             for _, tag, _ in taken:
                 channel.basic_ack(tag)
         sub.handed.extend(digest for _, _, digest in taken)
-        return [item for item, _, _ in taken]
+        sub.allowance -= count
+        sub.delivered += count
+        feed.deliver([item for item, _, _ in taken])
+        return count
 
-    def _sole_holder(self, sub: _Subscription) -> bool:
-        return all(other is sub or (not other.items and not other.tags) for other in self._subs.values())
+    def _sole_holder(self, sub: _Consumers) -> bool:
+        return all(other is sub or not other.held for other in self._subs.values())
 
-    def _discard_items(self, sub: _Subscription) -> None:
-        """Forget what ``sub`` holds (its queue is being deleted), acknowledging it so the channel forgets it too."""
+    def _settle_held(self, sub: _Consumers, requeue: bool) -> None:
+        """Give what ``sub`` holds back to its queue (``requeue``), or acknowledge it (its queue is being
+        deleted), so the channel forgets it."""
         channel = sub.channel
         if channel is not None and channel.is_open:
-            for _, tag, _ in sub.items:
-                channel.basic_ack(tag)
-        sub.items.clear()
+            for _, tag, _ in sub.held:
+                if requeue:
+                    channel.basic_reject(tag, requeue=True)
+                else:
+                    channel.basic_ack(tag)
+        sub.held.clear()
 
-    async def _wait_delivery(self, sub: _Subscription, timeout: float) -> None:
-        # A bare future (wait_for(Event.wait()) makes a task per pop), and one timer per subscription that is
-        # re-armed only when it fires early, not a timer per pop (created and cancelled for every message).
+    async def _close_process_feed(self, queue: str) -> None:
+        """Cancel the consumer and wait for the broker's cancel-ok, so nothing is on its way when this returns;
+        then requeue what it delivered that the core never got (at the head of the queue, in order)."""
+        sub = self._subs.get(queue)
+        if sub is None:
+            return
+        tag, sub.tag, sub.generation = sub.tag, None, -1
+        try:
+            if tag is not None and self.link.connected:
+                await self.link.call(lambda ch, done: _cancel_consumer(ch, tag, done), self.top.queue(queue))
+        finally:
+            self._settle_held(sub, requeue=True)
+            sub.feed = None
+
+    async def _wait_delivery(self, sub: _Consumers, timeout: float) -> None:
+        # A bare future (wait_for(Event.wait()) makes a task per fill), and one timer per process queue that is
+        # re-armed only when it fires early, not a timer per fill (created and cancelled for every message).
         loop = self.link.loop
         waiter = sub.waiter = loop.create_future()
         sub.wait_until = loop.time() + timeout
@@ -248,7 +294,7 @@ class AMQPBackend(Backend):
         finally:
             sub.waiter = None
 
-    def _wait_expired(self, sub: _Subscription) -> None:
+    def _wait_expired(self, sub: _Consumers) -> None:
         sub.wait_timer = None
         if sub.waiter is None:
             return  # nobody waits: the next wait arms the timer again
@@ -257,7 +303,7 @@ class AMQPBackend(Backend):
         else:
             sub.wait_timer = self.link.loop.call_at(sub.wait_until, self._wait_expired, sub)
 
-    async def _subscribe(self, sub: _Subscription, prefetch: int) -> None:
+    async def _subscribe(self, sub: _Consumers, prefetch: int) -> None:
         await self.link.ready()
         if (sub.handed.maxlen or 0) < 4 * prefetch:
             sub.handed = deque(sub.handed, maxlen=4 * prefetch)
@@ -288,11 +334,11 @@ class AMQPBackend(Backend):
                     raise
                 continue
             if generation == self.link.ctl_generation:
-                sub.tags, sub.generation = [tag], generation
+                sub.tag, sub.generation = tag, generation
                 break
         self._keep_alive_started()
 
-    async def _watch_inbox(self, sub: _Subscription) -> None:
+    async def _watch_inbox(self, sub: _Consumers) -> None:
         """Declare the process queue and its inbox, re-make its group bindings if the queue was lost, and run the
         inbox consumer (if it does not run on this channel yet)."""
         await self.link.ready()
@@ -339,67 +385,65 @@ class AMQPBackend(Backend):
         await self.link.call(start, queue)
         return tags[-1]
 
-    def _on_delivery(self, sub: _Subscription, channel: Channel, method: Any, body: bytes) -> None:
+    def _on_delivery(self, sub: _Consumers, channel: Channel, method: Any, body: bytes) -> None:
         if sub.channel is not channel:
-            sub.items.clear()  # delivered on a channel that is gone: back on the broker, and coming again
+            sub.held.clear()  # delivered on a channel that is gone: back on the broker, and coming again
             sub.channel = channel
+        tag = method.delivery_tag
         digest = hash(body)
         if method.redelivered and digest in sub.handed:  # handed over before, its ack lost with its connection
-            channel.basic_ack(method.delivery_tag)
+            channel.basic_ack(tag)
             return
         item = body
         if method.exchange == GROUP_EXCHANGE:
             resolved = self.directory.resolve(method.routing_key, body, sub.queue)
             if resolved is None:  # no live member here any more
-                channel.basic_ack(method.delivery_tag)
+                channel.basic_ack(tag)
                 return
             item = resolved
-        sub.items.append((item, method.delivery_tag, digest))
-        sub.wake()
-
-    def _maybe_idle(self, sub: _Subscription) -> None:
-        """Nobody popped for a while: stop the consumer so messages wait (and count) on the broker."""
-        sub.idle_timer = None
-        if sub.popping or not sub.tags:
+        feed = sub.feed
+        if sub.allowance <= 0 or sub.held or feed is None:  # not asked for (yet): the broker's until handed over
+            sub.held.append((item, tag, digest))
             return
-        quiet = time.monotonic() - sub.last_pop
-        if quiet < IDLE_GRACE:
-            sub.idle_timer = self.link.loop.call_later(IDLE_GRACE - quiet, self._maybe_idle, sub)
-        else:
-            self._cancel_consumers(sub)
+        channel.basic_ack(tag)
+        sub.handed.append(digest)
+        sub.allowance -= 1
+        sub.delivered += 1
+        sub.wake()
+        feed.deliver((item,))
 
-    def _cancel_consumers(self, sub: _Subscription, inbox: bool = False) -> None:
-        for tag in sub.tags:
-            self.link.cancel(tag)
-        sub.tags, sub.generation = [], -1
+    def _cancel_consumers(self, sub: _Consumers, inbox: bool = False) -> None:
+        if sub.tag is not None:
+            self.link.cancel(sub.tag)
+        sub.tag, sub.generation = None, -1
         if inbox:
             if sub.inbox_tag is not None:
                 self.link.cancel(sub.inbox_tag)
             sub.inbox_tag, sub.inbox_generation = None, -1
 
-    def _lost(self, sub: _Subscription) -> None:
+    def _lost(self, sub: _Consumers) -> None:
         """``sub``'s process queue (or inbox) vanished while we stayed connected: declare both again and re-make
-        the bindings of its live memberships, at once (the pop re-subscribes; an idle process recovers in a task),
+        the bindings of its live memberships, at once (a fill re-subscribes; an idle process recovers in a task),
         so group sends reach it again without waiting for a reconnection or the next group_add."""
         log.debug("AMQP queue %r vanished: declaring it again and re-binding its memberships", sub.queue)
         self._cancel_consumers(sub, inbox=True)
         self.declared.forget(self.top.queue(sub.queue))
         self.declared.forget(self.top.group_inbox(sub.queue))
         self._bound.pop(sub.queue, None)
-        if sub.popping:
+        if sub.filling:
             sub.wake()
             return
         if not self.directory.live_members(sub.queue):
-            return  # nothing to re-bind (after a flush, say): the next pop or send declares the queue again
+            return  # nothing to re-bind (after a flush, say): the next fill or send declares the queue again
         running = self._recovering.get(sub.queue)
         if running is None or running.done():
             self._recovering[sub.queue] = background_task(self._recover(sub), name="layers-amqp-recover",
                                                           loop=self.link.loop)
 
-    async def _recover(self, sub: _Subscription) -> None:
+    async def _recover(self, sub: _Consumers) -> None:
         try:
             await self._watch_inbox(sub)
-        except Exception as exc:  # the next pop or keep-alive retries
+        except Exception as exc:  # the next fill or keep-alive retries
             log.debug("re-declaring AMQP queue %r after its loss failed: %s", sub.queue, exc)
             if isinstance(exc, ChannelError):
                 self._bound.pop(sub.queue, None)
@@ -443,54 +487,51 @@ class AMQPBackend(Backend):
                 except Exception as exc:  # the reader reconnects; try again next period
                     log.debug("keep-alive of %r failed: %s", queue, exc)
 
-    # -- pop: named channels -------------------------------------------------------------------------------
+    # -- named channels -------------------------------------------------------------------------------------
 
-    async def _pop_named(self, queue: str, limit: int, timeout: float) -> list[bytes]:
+    async def _fill_named(self, feed: Feed, credit: int, timeout: float) -> None:
+        """``basic.get`` (auto-ack) takes messages one by one, each delivered at once, up to one per receiver
+        waiting here, so a message is never taken by a process that does not want it; while the queue is empty, a
+        doorbell takes the next message for a receiver waiting here."""
+        queue = feed.queue
         name = self.top.queue(queue)
-        self._unwatched.discard(name)  # the core pops only while someone waits
+        self._unwatched.discard(name)  # the core fills only while someone waits
         give_up = time.monotonic() + timeout
-        items: list[bytes] = []
         while True:
             await self.link.ready()
             await self.declared.channels({queue: self.capacity_for(queue)})
             try:
                 if name in self._unsettled:
                     await self._settle_doorbell(name)
-                while len(items) < limit:
-                    before = len(self._cancelled_doorbells)
-                    body = await self.link.get(name)
-                    if before:  # this get was sent after those cancels: their deliveries are all in
-                        for channel, tag in self._cancelled_doorbells[:before]:
-                            channel.forget_cancelled(tag)
-                        del self._cancelled_doorbells[:before]
-                    if body is None:
-                        break
-                    items.append(body)
+                if await self._get_named(feed, name, credit):
+                    return
                 remaining = give_up - time.monotonic()
-                if items or remaining <= 0 or name in self._unwatched:
-                    return items
-                rung = await self._wait_doorbell(name, remaining)
-                if isinstance(rung, bytes):  # taken by the doorbell for the receiver waiting here
-                    items.append(rung)
-                elif not rung:
-                    return items
+                if remaining <= 0 or name in self._unwatched or not await self._wait_doorbell(feed, name, remaining):
+                    return
             except ChannelError as exc:  # deleted under us (a flush elsewhere): declare it again
                 self.declared.missing(name, exc)
 
-    def stop_waiting(self, queue: str) -> None:
-        """The core's last receiver of ``queue`` left: end a doorbell wait so the pop takes nothing."""
-        if "!" not in queue:
-            name = self.top.queue(queue)
-            self._unwatched.add(name)
-            rang = self._listening.get(name)
-            if rang is not None:
-                _ring(rang, False)
+    async def _get_named(self, feed: Feed, name: str, credit: int) -> int:
+        """Take up to ``credit`` messages with ``basic.get`` while someone here waits; how many were taken."""
+        taken = 0
+        while taken < credit and name not in self._unwatched:
+            before = len(self._cancelled_doorbells)
+            body = await self.link.get(name)
+            if before:  # this get was sent after those cancels: their deliveries are all in
+                for channel, tag in self._cancelled_doorbells[:before]:
+                    channel.forget_cancelled(tag)
+                del self._cancelled_doorbells[:before]
+            if body is None:
+                break
+            taken += 1
+            feed.deliver((body,))
+        return taken
 
-    async def _wait_doorbell(self, name: str, timeout: float) -> Rung:
-        """Wait for the next message of ``name`` while a receiver here waits for it: the message itself (taken
-        for that receiver), True to look again (the consumer was lost), False when the wait ended for another
-        reason (timeout, nobody waits any more) and the pop should return."""
-        rang: asyncio.Future[Rung] = self.link.loop.create_future()
+    async def _wait_doorbell(self, feed: Feed, name: str, timeout: float) -> bool:
+        """Wait for the next message of ``name`` while a receiver here waits for it, and deliver it into ``feed``
+        (the doorbell: a prefetch-1, manual-ack consumer that cancels itself on its first message).  True to look
+        again (the consumer was lost); False when the wait ended (a message, timeout, nobody waits any more)."""
+        rang: asyncio.Future[bool] = self.link.loop.create_future()
         consumer: list[tuple[Channel, str]] = []
 
         def on_message(ch: Channel, method: Any, _props: Any, body: bytes) -> None:
@@ -502,7 +543,8 @@ class AMQPBackend(Backend):
             # the broker sends this consumer nothing more.
             self._cancel_doorbell(ch, method.consumer_tag)
             ch.basic_ack(method.delivery_tag)
-            rang.set_result(body)
+            rang.set_result(False)  # first: the core may call stop_waiting while it files the message
+            feed.deliver((body,))
 
         def start(ch: Channel, done: Any) -> None:
             consumer.append((ch, ch.basic_consume(name, on_message, auto_ack=False, callback=done)))
@@ -543,13 +585,13 @@ class AMQPBackend(Backend):
 
     def _on_lost(self) -> None:
         for sub in self._subs.values():
-            sub.tags, sub.generation = [], -1
+            sub.tag, sub.generation = None, -1
             sub.inbox_tag, sub.inbox_generation = None, -1
-            sub.items.clear()  # unacknowledged: the broker delivers them again to the next consumer
+            sub.held.clear()  # unacknowledged: the broker delivers them again to the next consumer
             sub.channel = None
-            sub.wake()  # the pop re-subscribes
+            sub.wake()  # the fill re-subscribes
         for rang in self._doorbells.values():
-            _ring(rang, True)  # look again (the pop re-subscribes)
+            _ring(rang, True)  # look again (the fill re-subscribes)
 
     def _on_reconnected(self) -> None:
         if self._subs and (self._restoring is None or self._restoring.done()):
@@ -563,7 +605,7 @@ class AMQPBackend(Backend):
                 await self.declared.channels({queue: self.capacity_for(queue)})
                 await self.declared.inbox(queue)
                 await self._rebind(queue)
-        except Exception as exc:  # the next pop retries
+        except Exception as exc:  # the next fill retries
             log.debug("restoring AMQP queues after reconnecting failed: %s", exc)
 
     def _on_cancelled(self, tag: str) -> None:
@@ -573,7 +615,7 @@ class AMQPBackend(Backend):
         if rang is not None:
             _ring(rang, True)
         for sub in self._subs.values():
-            if tag in sub.tags or tag == sub.inbox_tag:
+            if tag in (sub.tag, sub.inbox_tag):
                 self._lost(sub)
 
     # -- groups ----------------------------------------------------------------------------------------------
@@ -648,17 +690,15 @@ class AMQPBackend(Backend):
         return self.directory.members(self.top.group_key(group), time.time())
 
     @_public
-    async def group_push(self, group: str, fan_out: FanOut) -> int:
+    async def group_push(self, group: str, message: GroupMessage) -> int:
         """One publish to the group's routing key reaches each member queue once, whatever the group size.
 
         A process queue at its length limit refuses its copy (the others are stored) and the broker nacks the
         publish: it says that some member queue refused, not which or how many, so a nack counts one drop."""
-        if not isinstance(fan_out, GroupFanOut):
-            raise TypeError(f"the AMQP backend fans out GroupFanOut messages, not {type(fan_out).__name__}")
         await self.link.ready()
-        item = fan_out.item_for(None)  # members resolve it: see Directory.resolve and Topology.member_args
-        future = self.link.publish(GROUP_EXCHANGE, self.top.group_key(group), item,
-                                   _ttl(fan_out.deadline, time.time()), False)
+        # Members resolve the named item: see Directory.resolve and Topology.member_args.
+        future = self.link.publish(GROUP_EXCHANGE, self.top.group_key(group), message.named_item,
+                                   _ttl(message.deadline, time.time()), False)
         self.link.flush()
         stored = (await self._confirmed([future]))[0]
         return 0 if stored else 1  # a nack: at least one member queue was full
@@ -683,7 +723,7 @@ class AMQPBackend(Backend):
         self.directory.clear()
         self.declared.clear()
         for sub in self._subs.values():
-            self._discard_items(sub)
+            self._settle_held(sub, requeue=False)
 
     async def _announce_flush(self, names: set[str]) -> None:
         """Tell each owner that its memberships go (a FLUSHED record in its inbox) before deleting anything, so
@@ -707,10 +747,9 @@ class AMQPBackend(Backend):
             self._keepalive.cancel()
             self._keepalive = None
         for sub in self._subs.values():
-            for timer in (sub.idle_timer, sub.wait_timer):
-                if timer is not None:
-                    timer.cancel()
-            sub.idle_timer = sub.wait_timer = None
+            if sub.wait_timer is not None:
+                sub.wait_timer.cancel()
+                sub.wait_timer = None
         await self.link.close()
 
     def abandon(self) -> None:
@@ -718,13 +757,17 @@ class AMQPBackend(Backend):
         self.link.abandon()
 
 
-#: What a doorbell wait ends with: the message it took, True (look again) or False (stop).
-Rung = bytes | bool
-
-
-def _ring(future: asyncio.Future[Rung], value: bool) -> None:
+def _ring(future: asyncio.Future[bool], look_again: bool) -> None:
     if not future.done():
-        future.set_result(value)
+        future.set_result(look_again)
+
+
+def _cancel_consumer(channel: Channel, tag: str, done: Callable[[Any], None]) -> None:
+    """``basic.cancel`` of ``tag`` with ``done`` called on its cancel-ok, at once if the channel no longer has it."""
+    if tag in channel.consumer_tags and not channel.cancelling(tag):
+        channel.basic_cancel(tag, callback=done)
+    else:
+        done(None)
 
 
 _last_ttl: tuple[int, spec.BasicProperties] = (0, spec.BasicProperties())  # consecutive sends share their TTL

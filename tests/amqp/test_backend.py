@@ -185,7 +185,7 @@ def test_group_messages_enter_the_process_queue_until_its_last_member_leaves(mak
         await nothing(owner, first)
         await other.group_discard("room", second)
         await other.group_send("room", {"n": 2})
-        await asyncio.sleep(0.6)  # the owner's consumer went idle: anything routed here would wait on the broker
+        await asyncio.sleep(owner.feed_idle + 0.5)  # the owner's feed closed: a message routed here is ready
         assert await asyncio.to_thread(_ready_messages, url, queue) == 0, "the group is still bound"
         for layer in (owner, other):
             await layer.close()
@@ -206,6 +206,28 @@ def test_a_receiving_process_holds_at_most_one_batch_ahead(make_layer: Any, url:
         batch = AMQPChannelLayer.receive_batch
         assert await asyncio.to_thread(_ready_messages, url, queue) >= 300 - batch
         assert [(await receive(layer, channel))["i"] for _ in range(300)] == list(range(300))
+        await nothing(layer, channel)
+        for each in (layer, sender):
+            await each.close()
+
+    run(main())
+
+
+def test_what_an_idle_process_was_sent_waits_on_the_broker_once_its_feed_closes(make_layer: Any, url: str,
+                                                                               prefix: str) -> None:
+    """Deliveries nobody here asked for stay unacknowledged; closing the idle feed gives them back, in order."""
+
+    async def main() -> None:
+        layer, sender = make_layer(), make_layer()
+        channel = await layer.new_channel()
+        queue = f"{prefix}:{channel[:channel.index('!') + 1]}"
+        await sender.send(channel, {"i": -1})
+        assert await receive(layer, channel) == {"i": -1}  # the consumer runs now; nobody receives after this
+        for i in range(5):
+            await sender.send(channel, {"i": i})
+        await asyncio.sleep(layer.feed_idle + 0.5)
+        assert await asyncio.to_thread(_ready_messages, url, queue) == 5
+        assert [(await receive(layer, channel))["i"] for _ in range(5)] == list(range(5))
         await nothing(layer, channel)
         for each in (layer, sender):
             await each.close()

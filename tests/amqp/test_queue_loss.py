@@ -72,8 +72,8 @@ def test_group_sends_reach_a_member_whose_queue_vanished(make_layer: Any, url: s
         await owner.group_add("room", channel)
         await sender.group_send("room", {"n": -1})
         assert await asyncio.wait_for(owner.receive(channel), 5) == {"n": -1}  # the owner consumes now
-        if idle:  # its process-queue consumer is cancelled: the loss is seen at the next receive
-            await asyncio.sleep(1.0)
+        if idle:  # its feed closes (the process-queue consumer is cancelled): the loss is seen at the next receive
+            await asyncio.sleep(owner.feed_idle + 0.5)
         queue = _process_queue(prefix, channel)
         names = [queue] if lost == "process queue" else [queue, f"{queue}:groups"]
         await asyncio.to_thread(_delete_queues, url, names)
