@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -155,19 +156,44 @@ class DirectShard(Shard):
         subscription.tag = b"%06d" % subscription.generation
         subscription.used = 0
         token = b"%015d" % (now + int(lease * 1000)) + subscription.tag + subscription.channel
-        popped = await self.run_script(ARM, (subscription.queue_key, subscription.readers_key), now, credit, token,
-                                       subscription.token, int(lease * 1000) + 1000)
+        popped = await self._run_arm(subscription, (now, credit, token, subscription.token, int(lease * 1000) + 1000))
         subscription.token = token
         if popped:
             subscription.credits = 0  # the script withdrew our previous tokens and registered none
-            if unaccounted:
-                await self._await_handovers(subscription)
-            subscription.feed.deliver([unframe(element) for element in popped])
+            try:
+                if unaccounted:
+                    await self._await_handovers(subscription)
+            finally:  # cancelled (the layer closing): the core still gets them, to give back
+                subscription.feed.deliver([unframe(element) for element in popped])
             return True
         # Pushes may have used some tokens already (their PUBLISH can arrive before this reply).
         subscription.credits = credit - subscription.used
         subscription.lease_until = time.monotonic() + lease
         return False
+
+    async def _run_arm(self, subscription: _Subscription, args: tuple[Any, ...]) -> list[bytes]:
+        """ARM, whose reply survives the fill being cancelled (the layer closing): what it popped then still
+        reaches the feed, and its tokens are withdrawn by close_feed's LREM, which the link answers after it."""
+        keys = (subscription.queue_key, subscription.readers_key)
+        reply = self.commands.call_keeping(functools.partial(self._armed_late, subscription), "EVALSHA", ARM.sha,
+                                           2, *keys, *args)
+        try:
+            result = await reply
+        except asyncio.CancelledError:
+            subscription.token, subscription.credits = args[2], 0
+            raise
+        except LinkError as exc:
+            raise self.unavailable("arm", exc) from exc
+        if isinstance(result, ReplyError):
+            if not str(result).startswith("NOSCRIPT"):
+                self._raise_reply("arm", result)
+            result = await self.run_script(ARM, keys, *args)  # loads the script the server lost
+        return list(result)
+
+    @staticmethod
+    def _armed_late(subscription: _Subscription, reply: Any) -> None:
+        if isinstance(reply, list) and reply:
+            subscription.feed.deliver([unframe(element) for element in reply])
 
     async def _await_handovers(self, subscription: _Subscription) -> None:
         """What ARM popped was stored after any hand-over its withdrawn tokens made, and such a hand-over may

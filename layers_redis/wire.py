@@ -260,11 +260,12 @@ def close_without_loop(transport: Any) -> None:
 class _Waiting:
     """Replies expected for one caller: one command, or a batch answered as a list."""
 
-    __slots__ = ("count", "future", "replies", "sent_at")
+    __slots__ = ("count", "future", "late", "replies", "sent_at")
 
-    def __init__(self, future: asyncio.Future[Any], count: int) -> None:
+    def __init__(self, future: asyncio.Future[Any], count: int, late: Callable[[Any], None] | None) -> None:
         self.future = future
         self.count = count  # 0: a single command, answered by its reply itself
+        self.late = late  # gets the reply if the caller stopped waiting (cancelled) before it came
         self.replies: list[Any] = []
         self.sent_at = 0.0
 
@@ -283,13 +284,18 @@ class CommandLink(_Link):
         """Queue a command; the future resolves to its reply (a ReplyError instance for an error reply)."""
         return self._queue([hiredis.pack_command(args)], 0)
 
+    def call_keeping(self, late: Callable[[Any], None], *args: Any) -> asyncio.Future[Any]:
+        """Like :meth:`call`, for a command whose reply must not be lost: if the future is cancelled before the
+        reply comes, ``late(reply)`` gets it (in order with the replies of every later command)."""
+        return self._queue([hiredis.pack_command(args)], 0, late)
+
     def call_many(self, commands: list[tuple[Any, ...]]) -> asyncio.Future[list[Any]]:
         """Queue several commands, sent together; the future resolves to the list of their replies."""
         return self._queue([hiredis.pack_command(args) for args in commands], len(commands))
 
-    def _queue(self, packed: list[bytes], count: int) -> asyncio.Future[Any]:
+    def _queue(self, packed: list[bytes], count: int, late: Callable[[Any], None] | None = None) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(loop.create_future(), count)
+        waiting = _Waiting(loop.create_future(), count, late)
         idle = not self._batch and not self._in_flight and self.connected
         self._batch.append((packed, waiting))
         if idle:
@@ -362,6 +368,8 @@ class CommandLink(_Link):
         self._in_flight.popleft()
         if not waiting.future.done():
             waiting.future.set_result(reply)
+        elif waiting.late is not None:
+            waiting.late(reply)
 
     def fail(self, error: BaseException) -> None:
         super().fail(error)

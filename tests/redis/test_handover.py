@@ -220,3 +220,38 @@ def test_an_item_handed_over_before_a_rearm_comes_before_what_the_rearm_pops(
         await writer.close()
 
     run(scenario())
+
+
+def test_items_an_arm_popped_as_the_layer_closes_go_back(shared_url: str, shared_client: redis.Redis,
+                                                         prefix: str) -> None:
+    """The layer closes while a reader's ARM is on its way back with an item it popped: closing cancels the
+    reader, and the item must still reach the core (its receiver, or back to the queue), not be dropped with the
+    reply."""
+    async def scenario() -> None:
+        reader = RedisChannelLayer(hosts=[shared_url], prefix=prefix)
+        writer = RedisChannelLayer(hosts=[shared_url], prefix=prefix)
+        await reader.group_discard("warm", "up")  # opens the reader's command connection
+        backend = reader._state().backend
+        assert isinstance(backend, RedisBackend)
+        commands = backend.shards[0].commands  # type: ignore[attr-defined]
+        await writer.send("q", {"type": "stored"})
+        transport = commands._transport
+        transport.pause_reading()  # the ARM's reply stays in the socket
+        receiving = asyncio.create_task(reader.receive("q"))
+        for _ in range(500):  # polling the server: the ARM has run once the queue is empty
+            if not shared_client.llen(backend.queue_key("q")):
+                break
+            await asyncio.sleep(0.01)
+        closing = asyncio.create_task(reader.close())
+        await asyncio.sleep(0.1)  # the close cancelled the reader and waits on the link
+        transport.resume_reading()
+        await closing
+        (got,) = await asyncio.gather(receiving, return_exceptions=True)
+        if isinstance(got, BaseException):  # the receiver was told the layer closed: the item went back
+            got = await asyncio.wait_for(writer.receive("q"), 5)
+        assert got == {"type": "stored"}
+        assert shared_client.llen(backend.readers_key("q")) == 0
+        await writer.flush()
+        await writer.close()
+
+    run(scenario())
