@@ -9,8 +9,8 @@ on LISTEN/NOTIFY when there are none.  A send to a queue whose fill in this back
 empty and waits), or has just delivered and is about to park again, serves that fill in its own statement
 (:mod:`layers_postgres.handoff`) and delivers into its feed: one round trip per message and no NOTIFY, instead of
 a push, a NOTIFY and a claim.  Readers in other processes are unaffected: the statement only hands over what is
-at the head of the queue on the server.  A lone send goes to the
-server at once; sends made while others are on their way are merged (:mod:`layers_postgres.batching`).
+at the head of the queue on the server.  A lone send goes to the server at once; sends made while others are on
+their way are merged (:mod:`layers_postgres.batching`).
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ class PostgresBackend(Backend):
                 and not self.listener.may_hold(push.queue))
 
     async def _push_ahead(self, push: Push) -> bool:
-        """Serve a reader that is between two fills (it just got items and usually asks again at once).
+        """Serve a fill that is about to come back (its reader just got items and usually asks again at once).
 
         The statement goes now, while the receiver processes what it got, and the item goes into the feed when
         the next fill parks: only then has the core asked for it.  If the queue was not empty, or no fill parks
