@@ -725,6 +725,14 @@ class AMQPBackend(Backend):
         for sub in self._subs.values():
             self._settle_held(sub, requeue=False)
 
+    @_public
+    async def drop(self) -> None:
+        """After :meth:`flush`: delete the registry queue too (flush keeps it, for the names other processes of
+        the prefix record in it meanwhile)."""
+        await self.link.ready()
+        await self.link.delete(self.top.registry)
+        self.declared.forget(self.top.registry)
+
     async def _announce_flush(self, names: set[str]) -> None:
         """Tell each owner that its memberships go (a FLUSHED record in its inbox) before deleting anything, so
         an owner does not take the loss of its queue for an accident and re-bind them."""

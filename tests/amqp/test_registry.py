@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,3 +90,25 @@ def test_registry_deleted_under_a_layer_is_declared_again(make_layer: Any) -> No
         await layer.close()
 
     asyncio.run(main())
+
+
+def _queues_of(prefix: str) -> list[str]:
+    listing = subprocess.run(["rabbitmqctl", "-q", "list_queues", "name", "--no-table-headers"],
+                             capture_output=True, text=True, timeout=60, check=True)
+    return [name for name in listing.stdout.split() if name.startswith(prefix)]
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl to list the broker's queues")
+def test_drop_leaves_nothing_of_the_prefix(url: str, prefix: str) -> None:
+    async def main() -> None:
+        layer = AMQPChannelLayer(url, prefix=prefix)  # not make_layer: its clean-up flush would declare again
+        local = await layer.new_channel()
+        for channel in ("drop.named", local):
+            await layer.group_add("drop.group", channel)
+            await layer.send(channel, {"n": 1})
+        assert await asyncio.to_thread(_queues_of, prefix)
+        await layer.drop()
+        await layer.close()
+
+    asyncio.run(main())
+    assert _queues_of(prefix) == []
