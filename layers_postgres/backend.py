@@ -16,13 +16,11 @@ their way are merged (:mod:`layers_postgres.batching`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -201,9 +199,7 @@ class PostgresBackend(Backend):
             if claiming is None:
                 await asyncio.sleep(0)
             else:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    async with _deadline(self.config.timeout):  # the claim has its own limit; this bounds the wait
-                        await asyncio.shield(claiming)
+                await asyncio.wait((claiming,), timeout=self.config.timeout)  # the claim has its own limit too
             slot = self._handoffs.take(queue)
             if slot is not None:
                 return slot
@@ -560,25 +556,6 @@ def _value(result: wire.PGresult, row: int, column: int) -> bytes:
     value = result.get_value(row, column)
     assert value is not None
     return value
-
-
-if sys.version_info >= (3, 11):
-    _deadline = asyncio.timeout  # no extra task per call, unlike wait_for
-else:  # pragma: no cover - Python 3.10
-
-    @contextlib.asynccontextmanager
-    async def _deadline(seconds: float) -> AsyncIterator[None]:
-        task = asyncio.current_task()
-        assert task is not None
-        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
-        try:
-            yield
-        except asyncio.CancelledError:
-            if handle.when() <= asyncio.get_running_loop().time():
-                raise asyncio.TimeoutError from None
-            raise
-        finally:
-            handle.cancel()
 
 
 class _HardDeadline:
