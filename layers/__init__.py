@@ -20,6 +20,7 @@ from .errors import (
     MessageTooLarge,
     ServerError,
     TLSVerificationFailed,
+    Unsupported,
 )
 from .memory import InMemoryChannelLayer
 from .serialization import Serializer, register_serializer
@@ -51,6 +52,7 @@ __all__ = [
     "Serializer",
     "ServerError",
     "TLSVerificationFailed",
+    "Unsupported",
     "from_config",
     "from_url",
     "get_channel_layer",

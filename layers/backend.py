@@ -110,6 +110,9 @@ class Backend(abc.ABC):
 
     #: The shortest expiry (seconds) the backend can enforce precisely; the conformance suite reads it.
     min_expiry: float = 0.0
+    #: Whether :meth:`group_members` answers for every process.  False: it knows only this process's members
+    #: (the server routes group messages itself), so the core refuses to list a group (``Unsupported``).
+    lists_group_members: bool = True
     #: Whether the core should coalesce concurrent sends into one ``push`` call (one round trip).
     coalesce_pushes: bool = True
 

@@ -29,6 +29,7 @@ __all__ = [
     "MessageTooLarge",
     "ServerError",
     "TLSVerificationFailed",
+    "Unsupported",
     "caused_by",
 ]
 
@@ -110,6 +111,11 @@ class LayerClosed(LayerError):
 class ServerError(LayerError):
     """The server answered this one call with an error that neither a reconnect nor new settings explain (a Redis
     error reply, a PostgreSQL SQL error, an AMQP channel exception); the driver's error is chained."""
+
+
+class Unsupported(LayerError, NotImplementedError):
+    """This backend cannot do that by design; the message says why (e.g. RabbitMQ routes group messages through
+    bindings that AMQP 0-9-1 cannot list, so no process knows a group's members across processes)."""
 
 
 class BackendRefused(ConfigError):
