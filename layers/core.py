@@ -158,6 +158,11 @@ class BaseChannelLayer(_ChannelsLayer, abc.ABC):
     async def flush(self) -> None:
         """Delete every message and group of this layer."""
 
+    async def drop(self) -> None:
+        """Flush, then remove every server object this layer's ``prefix`` created that ``flush`` keeps for other
+        processes (tables, functions, registries): for tools and tests that made a prefix of their own."""
+        await self.flush()
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release connections; idempotent, and a later call reopens lazily."""
@@ -355,8 +360,6 @@ class BackendChannelLayer(BaseChannelLayer):
         self._buffers.clear()
 
     async def drop(self) -> None:
-        """Flush, then remove every server object this layer's ``prefix`` created (tables, functions, registries
-        that ``flush`` keeps for other processes): for tools and tests that made a prefix of their own."""
         await self.flush()
         await _guarded("drop", self._state().backend.drop())
 

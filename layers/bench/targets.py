@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import BackendUnavailable, ConfigError, LayerError
-from ..settings import from_url, redact_url, split_url
+from ..settings import from_url, redact_url
 
 __all__ = ["PEERS", "MissingPackage", "Peer", "Target", "bench_prefix", "confined", "make_target"]
 
@@ -321,30 +321,18 @@ def _rabbitmq_delete(url: str, *, exchange: str = "", queue: str = "") -> None:
 
 
 def _clean_ours(spec: str, prefix: str) -> None:
-    """Flush our layer's prefix; on PostgreSQL also drop the tables and functions the prefix named."""
+    """Remove everything our layer's prefix made on the server: its data, and what ``flush`` keeps (PostgreSQL
+    tables and functions, the AMQP queue registry)."""
 
-    async def flush() -> None:
+    async def drop() -> None:
         layer = from_url(spec, prefix=prefix)
         try:
-            await asyncio.wait_for(layer.flush(), 30)
+            await asyncio.wait_for(layer.drop(), 30)
         finally:
             await layer.close()
 
-    if spec.startswith("memory:"):
-        return
-    asyncio.run(flush())
-    if urlsplit(spec).scheme in ("amqp", "amqps"):  # flush leaves the registry queue that listed the others
-        from layers_amqp.topology import Topology
-
-        _rabbitmq_delete(split_url(spec)[0], queue=Topology(prefix, 0.0, 0.0).registry)
-    if urlsplit(spec).scheme in ("postgres", "postgresql"):
-        import psycopg
-
-        from layers_postgres import drop_ddl
-
-        layer: Any = from_url(spec, prefix=prefix)  # a PostgresChannelLayer: its dsn and schema
-        with psycopg.connect(layer.dsn, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(drop_ddl(prefix, layer.config.names.schema))
+    if not spec.startswith("memory:"):
+        asyncio.run(drop())
 
 
 def _first_line(exc: BaseException) -> str:
