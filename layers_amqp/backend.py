@@ -232,7 +232,7 @@ class AMQPBackend(Backend):
     def _hand_held(self, sub: _Consumers) -> int:
         """Hand what arrived while no fill was pending to the core, up to the allowance; how many."""
         channel, feed = sub.channel, sub.feed
-        if channel is None or not channel.is_open or feed is None:
+        if channel is None or not channel.is_open or feed is None:  # (feed: set by the fill calling this)
             # The broker gives unacknowledged deliveries back to the queue when their channel closes: handing
             # these over too would deliver them twice.
             sub.held.clear()
@@ -256,8 +256,8 @@ class AMQPBackend(Backend):
         return all(other is sub or not other.held for other in self._subs.values())
 
     def _settle_held(self, sub: _Consumers, requeue: bool) -> None:
-        """Give what ``sub`` holds back to its queue (``requeue``), or acknowledge it (its queue is being
-        deleted), so the channel forgets it."""
+        """Give what ``sub`` holds back to its queue, at its place (``requeue``), or acknowledge it (a flush
+        deleted its queue), so the channel forgets it."""
         channel = sub.channel
         if channel is not None and channel.is_open:
             for _, tag, _ in sub.held:
@@ -661,7 +661,7 @@ class AMQPBackend(Backend):
             await self.link.declare(member, arguments, durable=True)
         except ChannelError as exc:  # declared with another group_expiry: replace it
             if exc.code != 406:
-                raise BackendUnavailable(f"declaring AMQP queue {member!r} failed: {exc}") from exc
+                raise channel_failure(f"declaring queue {member!r}", exc) from exc
             await self.link.delete(member)
             await self.link.declare(member, arguments, durable=True)
         await self.link.bind(member, GROUP_EXCHANGE, self.top.group_key(group))

@@ -37,6 +37,7 @@ from layers.errors import (
     BackendUnavailable,
     DatabaseNotFound,
     LayerError,
+    ServerError,
     TLSVerificationFailed,
     caused_by,
 )
@@ -64,14 +65,16 @@ class ChannelError(Exception):
 def channel_failure(call: str, error: ChannelError) -> LayerError:
     """The public error for a channel error that no retry inside the backend absorbed (raise it ``from error``):
     403 ACCESS_REFUSED and a queue declared elsewhere with other arguments (406 "inequivalent arg") are permanent;
-    anything else may heal (404 for a queue whose cluster node is down, 405 for a queue another connection holds
-    exclusively, 406 for a stale delivery tag)."""
+    404 (a queue whose cluster node is down) and 405 (a queue another connection holds exclusively) may heal;
+    anything else (406 for a stale delivery tag, 541 INTERNAL_ERROR) is the broker's answer to this call."""
     message = f"AMQP {call} failed: the broker closed the channel: {error}"
     if error.code == 403:
         return AccessDenied(f"{message} (check the user's permissions on this prefix's queues)")
     if error.code == 406 and "inequivalent arg" in str(error):
         return BackendRefused(f"{message} (another client declared it with other arguments)")
-    return BackendUnavailable(message)
+    if error.code in (404, 405):
+        return BackendUnavailable(message)
+    return ServerError(message)
 
 
 def refusal(where: str, error: BaseException) -> BackendRefused | None:

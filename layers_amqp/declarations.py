@@ -16,7 +16,7 @@ from pika import spec
 
 from layers.errors import BackendUnavailable
 
-from .connection import ChannelError, Link
+from .connection import ChannelError, Link, channel_failure
 from .topology import Topology
 
 __all__ = ["Declarations"]
@@ -55,7 +55,7 @@ class Declarations:
     def missing(self, name: str, exc: ChannelError) -> None:
         """A call found ``name`` missing; any other channel error is not something a retry fixes."""
         if exc.code != 404:
-            raise BackendUnavailable(f"AMQP call on {name!r} failed: {exc}") from exc
+            raise channel_failure(f"call on {name!r}", exc) from exc
         self.forget(name)
 
     def fresh(self, queue: str) -> bool:

@@ -12,9 +12,9 @@ from typing import Any
 import pika
 import pytest
 
-from layers import BackendUnavailable, LayerError
+from layers import AccessDenied, BackendRefused, BackendUnavailable, LayerError, ServerError
 from layers_amqp import AMQPChannelLayer
-from layers_amqp.connection import ChannelError
+from layers_amqp.connection import ChannelError, channel_failure
 
 
 @pytest.fixture
@@ -74,3 +74,17 @@ def test_group_discard_meeting_a_locked_queue_raises_backend_unavailable(make_la
         await layer.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("code", "text", "kind"), [
+    (404, "NOT_FOUND - no queue 'q' in vhost '/'", BackendUnavailable),  # e.g. its cluster node is down: heals
+    (405, "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'q' in vhost '/'", BackendUnavailable),
+    (403, "ACCESS_REFUSED - access to queue 'q' in vhost '/' refused for user 'u'", AccessDenied),
+    (406, "PRECONDITION_FAILED - inequivalent arg 'x-max-length' for queue 'q' in vhost '/'", BackendRefused),
+    (406, "PRECONDITION_FAILED - unknown delivery tag 7", ServerError),
+    (541, "INTERNAL_ERROR", ServerError),
+])
+def test_a_channel_error_maps_to_what_it_means(code: int, text: str, kind: type[LayerError]) -> None:
+    """Only what may heal is BackendUnavailable; an error answer that neither a reconnect nor new settings
+    explain is a ServerError."""
+    assert type(channel_failure("flush", ChannelError(code, text))) is kind
