@@ -3,11 +3,12 @@
 * ``push``: publish every item to its channel queue (default exchange, ``mandatory``) and await the confirms
   together.  A nack means the queue is at its ``x-max-length`` (``reject-publish``): the push was refused.  A
   return means the queue does not exist (expired, or flushed by another process): re-declare and publish again.
-* ``fill`` of a process queue: a manual-ack consumer delivers into the core's feed from pika's callback, and what
-  it delivered is acknowledged when the core asks again (its next ``fill``).  The consumer's prefetch is the
+* ``fill`` of a process queue: while a fill is pending, a manual-ack consumer hands its deliveries from pika's
+  callback straight into the core's feed, acknowledged as handed over (the core's from then on); what arrives
+  while none is pending stays unacknowledged, the broker's, until the next fill.  The consumer's prefetch is the
   core's credit (its batch), so a process never holds more than one batch ahead of what its receivers asked for:
-  the rest waits (and counts toward capacity) on the broker.  ``close_feed`` cancels the consumer, so an idle
-  process lets every further message wait there.
+  the rest waits (and counts toward capacity) on the broker.  ``close_feed`` cancels the consumer and requeues
+  what it held, so an idle process lets every further message wait there.
 * ``fill`` of a named channel: ``basic.get`` (auto-ack) takes messages one by one, one per receiver waiting here,
   so a message is never held by a process that does not want it; while the queue is empty and a receiver waits, a
   prefetch-1, manual-ack consumer (the doorbell) takes the next message for that receiver and cancels itself.  A
@@ -45,9 +46,8 @@ __all__ = ["AMQPBackend"]
 
 log = logging.getLogger("layers.amqp")
 
-#: How many delivered bodies a process queue remembers (at least 4 x its prefetch): more than the unacknowledged
-#: deliveries the broker can have out to it when a connection dies (the current consumer's prefetch, plus what a
-#: closed feed's acks may not have settled).
+#: How many handed-over bodies a process queue remembers (at least 4 x its prefetch): more than the deliveries
+#: whose acks a dying connection can lose (the broker has at most a prefetch unacknowledged out to a consumer).
 _HANDED_MEMORY = 400
 
 
@@ -63,7 +63,6 @@ class _Consumers:
     # prefetch, which bounds what a process takes ahead of its receivers, and come back if the process dies).
     held: deque[tuple[bytes, int, int]] = field(default_factory=deque)
     channel: Channel | None = None  # the channel the held deliveries came on (their tags belong to it)
-    delivered: int = 0  # deliveries handed to the core so far (a fill returns once this moved)
     # Hashes of the bodies handed to the core lately (not the bodies: they may be large).  Their acks may not have
     # reached the broker when a connection died: it then delivers them again (``redelivered``), and these are
     # dropped instead of being received twice (a body carries its deadline to the microsecond, so two are alike
@@ -217,30 +216,29 @@ class AMQPBackend(Backend):
         sub.allowance = credit
         sub.filling += 1
         try:
-            if sub.held and self._hand_held(sub):
-                return
-            before = sub.delivered
-            if sub.generation != self.link.ctl_generation:
+            if sub.held:
+                self._hand_held(sub)
+            if sub.allowance == credit and sub.generation != self.link.ctl_generation:
                 await self._subscribe(sub, credit)
-            if sub.delivered == before:
+            if sub.allowance == credit:  # nothing handed over yet
                 await self._wait_delivery(sub, timeout)
         finally:
             sub.filling -= 1
             if not sub.filling:
                 sub.allowance = 0
 
-    def _hand_held(self, sub: _Consumers) -> int:
-        """Hand what arrived while no fill was pending to the core, up to the allowance; how many."""
+    def _hand_held(self, sub: _Consumers) -> None:
+        """Hand what arrived while no fill was pending to the core, up to the allowance."""
         channel, feed = sub.channel, sub.feed
         if channel is None or not channel.is_open or feed is None:  # (feed: set by the fill calling this)
             # The broker gives unacknowledged deliveries back to the queue when their channel closes: handing
             # these over too would deliver them twice.
             sub.held.clear()
-            return 0
+            return
         count = min(sub.allowance, len(sub.held))
         taken = [sub.held.popleft() for _ in range(count)]
         if not taken:
-            return 0
+            return
         if self._sole_holder(sub):
             channel.basic_ack(taken[-1][1], multiple=True)
         else:  # "multiple" would also acknowledge what another process queue's consumer holds on this channel
@@ -248,9 +246,7 @@ class AMQPBackend(Backend):
                 channel.basic_ack(tag)
         sub.handed.extend(digest for _, _, digest in taken)
         sub.allowance -= count
-        sub.delivered += count
         feed.deliver([item for item, _, _ in taken])
-        return count
 
     def _sole_holder(self, sub: _Consumers) -> bool:
         return all(other is sub or not other.held for other in self._subs.values())
@@ -408,7 +404,6 @@ class AMQPBackend(Backend):
         channel.basic_ack(tag)
         sub.handed.append(digest)
         sub.allowance -= 1
-        sub.delivered += 1
         sub.wake()
         feed.deliver((item,))
 
