@@ -98,7 +98,11 @@ class Feed(abc.ABC):
     def deliver(self, items: Sequence[bytes]) -> None:
         """Items taken off the server for :attr:`queue`, oldest first.  The core owns them from here: each goes to a
         receiver, or waits in this process, or (a named channel nobody here waits on) goes back through
-        :meth:`Backend.give_back`.  Never raises for a bad item: the core logs and skips it."""
+        :meth:`Backend.give_back`.  Never raises for a bad item: the core logs and skips it.
+
+        Settle an item on the server (remove it, acknowledge it) no later than delivering it: an event loop may be
+        closed without ``close()`` (``async_to_sync`` does), and an item still the server's would then be
+        delivered again to the next loop's backend."""
 
 
 class Backend(abc.ABC):
@@ -135,7 +139,9 @@ class Backend(abc.ABC):
         never takes a message a reader elsewhere could have had; a bounded batch for a process queue, so what a
         process holds stays bounded and the rest keeps counting toward capacity on the server (spec R-CAP-5).
         A push server's subscription may outlive the call and deliver later, but never more than the credit of
-        its latest ask; :meth:`close_feed` ends it.  Each item is delivered to exactly one feed across all
+        its latest ask; :meth:`close_feed` ends it.  Deliveries that arrive while no fill runs may be held
+        unsettled on the server (unacknowledged, still counting toward its capacity) until the next fill: that is
+        the server's, not a buffer of the backend's.  Each item is delivered to exactly one feed across all
         processes (at-most-once, never duplicated).  Not cancelled, except by the core closing.
 
         The default pulls: one :meth:`pop` delivered into the feed.  A backend whose server pushes overrides this.
