@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import LayerError
+from .errors import LayerError, Unsupported
 from .registry import CLI_COMMANDS, registered
 from .settings import from_url
 
@@ -227,12 +227,12 @@ def _group_send(args: argparse.Namespace) -> int:
     message = _load_message(args.message)
 
     async def run(layer: Any) -> str:
-        members = await _group_member_count(layer, args.url, args.group)
+        members = await _group_member_count(layer, args.group)
         drops = layer.group_drops
         await layer.group_send(args.group, message)
         full = layer.group_drops - drops
         skipped = f"; {full} full member(s) skipped" if full else ""
-        if members is None:  # AMQP: the broker routes group messages; members are known to their owners only
+        if members is None:  # e.g. AMQP: the broker routes group messages; members are known to their owners only
             return f"sent to group {args.group} (this backend cannot count the members it reached{skipped})"
         return f"sent to group {args.group}: reached {max(members - full, 0)} of {members} member(s){skipped}"
 
@@ -240,15 +240,16 @@ def _group_send(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _group_member_count(layer: Any, url: str, group: str) -> int | None:
-    """How many channels are in ``group`` now, or None where the sender cannot know (AMQP)."""
+async def _group_member_count(layer: Any, group: str) -> int | None:
+    """How many channels are in ``group`` now, or None where the sender cannot know (a layer without
+    ``group_size``, or whose backend cannot list a group: AMQP)."""
     size = getattr(layer, "group_size", None)
-    if size is not None:
-        return int(await size(group))
-    if url.partition(":")[0] in ("amqp", "amqps"):  # group_members lists only this process's own members
+    if size is None:
         return None
-    backend = layer._state().backend
-    return len(await backend.group_members(layer._group_key(group)))
+    try:
+        return int(await size(group))
+    except Unsupported:
+        return None
 
 
 def _group_change(args: argparse.Namespace) -> int:

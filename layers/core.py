@@ -17,7 +17,7 @@ import uuid
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .backend import Backend, Feed, GroupMessage, Push, Unclaimed, background_task, settle_background_tasks
@@ -34,6 +34,7 @@ from .errors import (
     LayerError,
     MessageTooLarge,
     ServerError,
+    Unsupported,
 )
 from .names import INVALID_NAME_ERROR, MAX_NAME_LENGTH, check_channel, check_group, process_part
 from .options import LayerOptions, explain_unknown, parse_url
@@ -251,6 +252,7 @@ class BackendChannelLayer(BaseChannelLayer):
         self.client_prefix = uuid.uuid4().hex[:12]
         self._own_suffix = f".{self.client_prefix}!"  # how the non-local part of this instance's channels ends
         self.group_drops = 0  # members skipped by group_send because they were full
+        self._counts = _Counts()
         self._buffers: dict[str, deque[Entry]] = {}
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
@@ -263,24 +265,37 @@ class BackendChannelLayer(BaseChannelLayer):
     # -- sending -------------------------------------------------------------------------------------------
 
     async def send(self, channel: str, message: Message) -> None:
+        push = self._push_for(channel, message)
+        if not await self._state().push(push):
+            self._counts.full += 1
+            raise ChannelFull(f"channel {channel!r} is full (capacity {push.capacity} for {push.queue!r})", [channel])
+        self._counts.sent += 1
+
+    def _push_for(self, channel: str, message: Message) -> Push:
+        """The push that sends ``message`` to ``channel``; raises for a bad name or message, storing nothing."""
         check_channel(channel)
         payload = encode_message(self.serializer, message, self.max_message_size)
         proc = process_part(channel)
         queue = proc or channel
         deadline = time.time() + self.expiry
         capacity = self.capacity_rules.lookup(queue)
-        push = Push(queue, pack_item(deadline, [channel] if proc else None, payload), capacity, deadline)
-        if not await self._state().push(push):
-            raise ChannelFull(f"channel {channel!r} is full (capacity {capacity} for {queue!r})")
+        return Push(queue, pack_item(deadline, [channel] if proc else None, payload), capacity, deadline)
 
     async def group_send(self, group: str, message: Message) -> None:
+        await self._fan_out(group, self._group_message(group, message), "group_send")
+
+    def _group_message(self, group: str, message: Message) -> GroupFanOut:
+        """What the backend gets for one group_send; raises for a bad name or message, sending nothing."""
         check_group(group)
         payload = encode_message(self.serializer, message, self.max_message_size)
-        fan_out = GroupFanOut(self.capacity_rules, payload, time.time() + self.expiry)
-        dropped = await _guarded("group_send", self._state().backend.group_push(self._group_key(group), fan_out))
+        return GroupFanOut(self.capacity_rules, payload, time.time() + self.expiry)
+
+    async def _fan_out(self, group: str, fan_out: GroupFanOut, what: str) -> None:
+        dropped = await _guarded(what, self._state().backend.group_push(self._group_key(group), fan_out))
+        self._counts.group_sends += 1
         if dropped:
             self.group_drops += dropped
-            log.debug("group_send to %r skipped %d full member(s)", group, dropped)
+            log.debug("%s to %r skipped %d full member(s)", what, group, dropped)
 
     # -- groups --------------------------------------------------------------------------------------------
 
@@ -322,6 +337,7 @@ class BackendChannelLayer(BaseChannelLayer):
                 entry = state.take_ready(channel, queue) or await state.wait(channel, queue)
             message = self._decode(channel, entry[1])
             if message is not None:
+                self._counts.received += 1
                 return message
 
     def _take_buffered(self, channel: str) -> Entry | None:
@@ -332,6 +348,7 @@ class BackendChannelLayer(BaseChannelLayer):
                 del self._buffers[channel]
             if entry[0] >= time.time():
                 return entry
+            self._counts.expired_on_read += 1
         return None
 
     def _decode(self, channel: str, payload: bytes) -> Message | None:
@@ -339,6 +356,7 @@ class BackendChannelLayer(BaseChannelLayer):
             return decode_message(self.serializer, payload, self.max_message_size)
         except Exception as exc:  # garbage, or a key this layer does not hold: log and skip, never break
             log.warning("dropping undecodable message on %r: %s: %s", channel, type(exc).__name__, exc)
+            self._counts.undecodable += 1
             return None
 
     def _unclaimed(self, channel: str) -> list[Entry]:
@@ -383,6 +401,78 @@ class BackendChannelLayer(BaseChannelLayer):
             self._loops.pop(loop).backend.abandon()
             settle_background_tasks(loop)
 
+    # -- operating it: group introspection, bulk sends, counters (spec R-OPS) -----------------------------
+
+    async def group_channels(self, group: str) -> list[str]:
+        """The channels of ``group`` whose membership has not lapsed, whichever process added them, sorted: one
+        round trip to the group's server."""
+        return sorted(await self._members(group, "group_channels"))
+
+    async def group_size(self, group: str) -> int:
+        """How many channels :meth:`group_channels` would list."""
+        return len(await self._members(group, "group_size"))
+
+    async def _members(self, group: str, what: str) -> list[str]:
+        check_group(group)
+        backend = self._state().backend
+        if not backend.lists_group_members:  # a partial list would be a wrong answer, not a smaller one
+            raise Unsupported(
+                f"{what}: {type(backend).__name__} cannot list a group's members: its server routes group messages "
+                "itself, and no process knows the members the others added"
+            )
+        members = await _guarded(what, backend.group_members(self._group_key(group)))
+        return list(members)
+
+    async def send_many(self, messages: Iterable[tuple[str, Message]]) -> None:
+        """``send`` each ``(channel, message)`` pair, in one backend call (one round trip per server shard).
+
+        Every pair is checked first: a bad name or message raises before anything is stored.  Messages to one
+        channel are stored in the given order.  A full channel does not stop the others: the rest are stored,
+        then ``ChannelFull`` is raised, its ``channels`` listing the full channels."""
+        pairs = _pairs("send_many", messages)
+        pushes = [self._push_for(channel, message) for channel, message in pairs]
+        if not pushes:
+            return
+        stored = await _guarded("send_many", self._state().backend.push(pushes))
+        refused = [channel for (channel, _), ok in zip(pairs, stored, strict=True) if not ok]
+        self._counts.sent += len(pushes) - len(refused)
+        if refused:
+            self._counts.full += len(refused)
+            raise _many_full(refused, len(pushes))
+
+    async def group_send_many(self, messages: Iterable[tuple[str, Message]]) -> None:
+        """``group_send`` each ``(group, message)`` pair: the groups concurrently, one group's messages in the
+        given order.  Every pair is checked first: a bad name or message raises before anything is sent."""
+        per_group: dict[str, list[GroupFanOut]] = {}
+        for group, message in _pairs("group_send_many", messages):
+            per_group.setdefault(group, []).append(self._group_message(group, message))
+        results = await asyncio.gather(*(self._fan_out_in_order(group, fan_outs)
+                                         for group, fan_outs in per_group.items()), return_exceptions=True)
+        for result in results:  # every group was tried; the first error is the caller's
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _fan_out_in_order(self, group: str, fan_outs: list[GroupFanOut]) -> None:
+        for fan_out in fan_outs:
+            await self._fan_out(group, fan_out, "group_send_many")
+
+    def stats(self) -> dict[str, int]:
+        """This process's counts since the layer was made: messages sent and received, sends refused as full,
+        group sends and the members they skipped as full, entries found expired or undecodable on read, and now:
+        receivers waiting and entries held in this process for its receivers."""
+        counts = self._counts
+        return {
+            "sent": counts.sent,
+            "received": counts.received,
+            "full": counts.full,
+            "group_sends": counts.group_sends,
+            "group_drops": self.group_drops,
+            "expired_on_read": counts.expired_on_read,
+            "undecodable": counts.undecodable,
+            "receivers_waiting": sum(sum(state.waiting.values()) for state in self._loops.values()),
+            "messages_held": sum(len(buffer) for buffer in self._buffers.values()),
+        }
+
     # -- introspection for tests and tools ----------------------------------------------------------------
 
     def local_state_size(self) -> dict[str, int]:
@@ -392,6 +482,36 @@ class BackendChannelLayer(BaseChannelLayer):
             sizes["waiters"] += len(state.waiters)
             sizes["readers"] += len(state.readers)
         return sizes
+
+
+class _Counts:
+    """The counters of :meth:`BackendChannelLayer.stats`: plain ints, bumped on the send and receive paths."""
+
+    __slots__ = ("expired_on_read", "full", "group_sends", "received", "sent", "undecodable")
+
+    def __init__(self) -> None:
+        self.sent = self.received = self.full = self.group_sends = self.expired_on_read = self.undecodable = 0
+
+
+def _pairs(what: str, items: Iterable[tuple[str, Message]]) -> list[tuple[str, Message]]:
+    """``items`` read once into a list of ``(name, message)`` pairs; anything else is refused before any send."""
+    if isinstance(items, (str, bytes, Mapping)):
+        raise TypeError(f"{what} takes an iterable of (name, message) pairs, not {type(items).__name__}")
+    pairs = list(items)
+    for pair in pairs:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"{what} takes (name, message) pairs, not {pair!r}")
+    return pairs
+
+
+def _many_full(refused: list[str], sent: int) -> ChannelFull:
+    """The error of a send_many that stored all but ``refused`` (the channel of each message refused)."""
+    channels = list(dict.fromkeys(refused))
+    return ChannelFull(
+        f"send_many: {len(refused)} of {sent} message(s) not stored, channel(s) full: "
+        f"{', '.join(map(repr, channels))}; the other messages were stored",
+        channels,
+    )
 
 
 class GroupFanOut(GroupMessage):
@@ -641,8 +761,10 @@ class _LoopState:
                 deadline, channels, payload = unpack_item(item)
             except ValueError as exc:
                 log.warning("skipping an item in %r that is not a channel-layers message: %s", queue, exc)
+                self.layer._counts.undecodable += 1
                 continue
             if deadline < now:
+                self.layer._counts.expired_on_read += 1
                 continue
             if channels is None:
                 self.file(queue, queue, (deadline, payload))

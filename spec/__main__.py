@@ -60,7 +60,9 @@ def epilog() -> str:
         f"{_TARGETS}\nknobs (--knob NAME=VALUE; also a spec_knobs dict on the layer class):\n{knobs}\n\n"
         "capabilities a design may lack (--knob lacks=NAME,NAME; the checks needing them are reported as not "
         f"applicable):\n{capabilities}\n  Discovered by python -m spec: the groups/flush extensions (from "
-        "`extensions`), close() (R-CLOSE-* need it),\n  shared state between instances, and named_backlog.\n\n"
+        "`extensions`), close() (R-CLOSE-* need it),\n  shared state between instances, named_backlog, and the "
+        "operations methods (R-OPS-*: group_channels,\n  group_size, send_many, group_send_many, stats; one "
+        "raising NotImplementedError counts as absent).\n\n"
         f"tiers:\n{tiers}\n\nexit statuses:\n{statuses}\n\n"
         "flush safety: the suite flushes the layers it makes. By default every layer is made with a fresh\n"
         "prefix of this run when the target accepts a 'prefix' option; a shared-state layer without one is refused\n"
@@ -84,7 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use the configured options as given (no fresh prefix) and flush that state")
     p.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON to FILE")
     p.add_argument("--strict", action="store_true",
-                   help="grade the strict tier too: an unmet strict requirement fails the run (exit status 5)")
+                   help="grade the strict and operations tiers too: an unmet requirement of either fails the run "
+                        "(exit status 5)")
 
 
 def parser(prog: str = "python -m spec") -> argparse.ArgumentParser:

@@ -33,8 +33,8 @@ import pytest
 from .target import LayerFactory
 
 __all__ = [
-    "CAPABILITIES", "DECLARABLE", "NOT_APPLICABLE", "NOT_RUN", "ROOM", "Harness", "Knobs", "Message", "check",
-    "sync_check",
+    "CAPABILITIES", "DECLARABLE", "NOT_APPLICABLE", "NOT_RUN", "OPERATIONS", "ROOM", "Harness", "Knobs", "Message",
+    "check", "sync_check",
 ]
 
 Message = dict[str, Any]
@@ -55,10 +55,20 @@ DECLARABLE: dict[str, str] = {
                   "loop that created them (async_to_sync makes a new loop per call)",
 }
 
+#: The optional operations API (tier ``operations``): a capability each, discovered from the layer's attribute of
+#: that name.  A layer without the method gets the requirements needing it as not applicable.
+OPERATIONS: dict[str, str] = {
+    "group_channels": "await group_channels(group) -> the members of a group, every process's",
+    "group_size": "await group_size(group) -> how many members a group has",
+    "send_many": "await send_many([(channel, message), ...]) -> one send per pair, in one call",
+    "group_send_many": "await group_send_many([(group, message), ...]) -> one group_send per pair, in one call",
+    "stats": "stats() -> this process's counters, a dict of str to int",
+}
+
 #: Capabilities a check may need; anything else in ``needs`` is a bug in the suite.
 CAPABILITIES = (
     "groups", "flush", "close", "shares_state", "process_target", "refused_target", "asgiref", "channels",
-    *DECLARABLE,
+    *DECLARABLE, *OPERATIONS,
 )
 
 #: Room enough for the messages of any check whose writer does not wait for its reader (``capacity=ROOM``).
@@ -173,6 +183,8 @@ class Harness:
         self._probe_taken = False
         self.extensions: list[str] = []
         self.has_close = False
+        #: The methods of :data:`OPERATIONS` the layer has.
+        self.operations: frozenset[str] = frozenset()
         self._layers: list[Any] = []
         #: Errors of flush()/close() while cleaning up: they do not fail the check (R-FLUSH/R-CLOSE judge those).
         self.cleanup_errors: list[str] = []
@@ -195,6 +207,7 @@ class Harness:
         declared = getattr(layer, "extensions", None)
         self.extensions = [str(name) for name in declared] if isinstance(declared, (list, tuple)) else []
         self.has_close = callable(getattr(layer, "close", None))
+        self.operations = frozenset(name for name in OPERATIONS if _has_method(layer, name))
 
     def skip_unless(self, needs: Iterable[str]) -> None:
         """Skip the check, with the reason, when the layer lacks a capability it needs."""
@@ -218,6 +231,9 @@ class Harness:
                                      f"(extensions={self.extensions!r})"
         if need == "close":
             return None if self.has_close else f"{NOT_APPLICABLE}the layer has no close() (the Channels spec has none)"
+        if need in OPERATIONS:
+            return None if need in self.operations else f"{NOT_APPLICABLE}the layer has no {need}() (optional: " \
+                                                        "the operations API of this project)"
         if need in DECLARABLE:
             return None if self.knobs.has(need) else f"{NOT_APPLICABLE}declared: the layer lacks {need!r} " \
                                                      f"(knob lacks)"
@@ -459,6 +475,14 @@ class Harness:
             self.cleanup_errors.append(f"{what} raised {type(exc).__name__}: {exc}")
         except asyncio.CancelledError:
             self.cleanup_errors.append(f"{what} was cancelled")
+
+
+def _has_method(layer: Any, name: str) -> bool:
+    """Whether ``layer`` has a callable ``name``; a layer whose attribute lookup raises has none."""
+    try:
+        return callable(getattr(layer, name, None))
+    except Exception:
+        return False
 
 
 def _mark(test: Callable[..., None], requirement: str, needs: tuple[str, ...]) -> Callable[..., None]:

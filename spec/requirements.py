@@ -14,16 +14,19 @@ __all__ = ["GRADED_TIERS", "REQUIREMENT_ID", "TIERS", "TIER_MEANING", "requireme
 #: What a requirement id looks like: ``R-CAP-2``.
 REQUIREMENT_ID = re.compile(r"R-[A-Z]+-\d+")
 #: The tiers, most fundamental first.
-TIERS = ("core", "recommended", "strict")
+TIERS = ("core", "recommended", "strict", "operations")
 #: The tiers that decide a run's result and exit status.  Strict requirements are this project's own additions, which
 #: a layer built on Channels' base class cannot meet (its name errors do not name the value, for one): they are
-#: reported as met or not met, and count only with ``--strict``.
+#: reported as met or not met, and count only with ``--strict``; so are the optional operations APIs (a layer
+#: without such a method gets its requirement as not applicable).
 GRADED_TIERS = ("core", "recommended")
 TIER_MEANING = {
     "core": "what the Django Channels channel-layer spec requires: a layer failing one is broken for Channels",
     "recommended": "what Channels users rely on in practice (capacity, expiry, FIFO, cancellation safety, "
                    "at-most-once across processes, sync callers)",
     "strict": "this project's own additions (error texts, size refusal, close() semantics, exact name rules)",
+    "operations": "optional: introspection and bulk APIs this project adds (group_channels, group_size, send_many, "
+                  "group_send_many, stats); a layer without the method gets n/a, never a failure",
 }
 _HEADING = re.compile(r"^- \*\*(R-[A-Z]+-\d+) ([^*]+?)\.?\*\*(?: \[([a-z]+)\])?", re.MULTILINE)
 

@@ -45,9 +45,12 @@ EXIT_STATUSES: dict[int, str] = {
     EXIT_USAGE: "bad command line, target, option or knob, or a flush the runner refused; nothing ran",
     EXIT_CRASH: "the runner itself crashed (pytest stopped abnormally); the report shows what ran",
     EXIT_RECOMMENDED: "core passed, a recommended requirement failed",
-    EXIT_STRICT: "with --strict: core and recommended passed, a strict requirement was not met",
+    EXIT_STRICT: "with --strict: core and recommended passed, a strict or operations requirement was not met",
     EXIT_UNUSABLE: "no layer could be made or used (e.g. the server is unreachable); nothing ran",
 }
+
+#: The exit status when a tier fails (the ungraded ones only with --strict).
+_TIER_EXIT = {"core": EXIT_CORE, "recommended": EXIT_RECOMMENDED, "strict": EXIT_STRICT, "operations": EXIT_STRICT}
 
 # The generated test module fetches its class from here (pytest imports it in this process).
 _PENDING: list[type] = []
@@ -116,9 +119,9 @@ class SuiteRun:
         if self.crash is not None or self.pytest_status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             return EXIT_CRASH
         verdicts = self.verdicts
-        for tier, status in zip(TIERS, (EXIT_CORE, EXIT_RECOMMENDED, EXIT_STRICT), strict=True):
+        for tier in TIERS:
             if verdicts[tier] == "FAIL" and (tier in GRADED_TIERS or self.strict):
-                return status
+                return _TIER_EXIT[tier]
         return EXIT_PASS
 
     def as_json(self) -> dict[str, Any]:

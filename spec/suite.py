@@ -32,6 +32,7 @@ from .checks.groups import GroupChecks
 from .checks.lifecycle import CloseChecks, FlushChecks, SyncChecks
 from .checks.limits import CapacityChecks, ExpiryChecks, GroupExpiryChecks
 from .checks.multi import MultiChecks
+from .checks.operations import OperationsChecks
 from .checks.ownership import OwnershipChecks
 from .harness import Harness, Knobs
 from .target import LayerFactory
@@ -56,6 +57,7 @@ class ConformanceSuite(
     SyncChecks,
     MultiChecks,
     OwnershipChecks,
+    OperationsChecks,
 ):
     """Every check of ``SPEC.md``.  Not collected itself (its name does not start with ``Test``)."""
 

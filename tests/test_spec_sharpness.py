@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from layers import InMemoryChannelLayer
+from layers import ChannelFull, InMemoryChannelLayer
 from spec import ConformanceSuite, requirements, run_suite
 from spec.report import FAIL, PASS
 from spec.requirements import TIERS, tiers
@@ -61,6 +61,84 @@ class _DoubleGroupSend(InMemoryChannelLayer):
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
         await super().group_send(group, message)
         await super().group_send(group, message)
+
+
+class _SendManyStopsAtFull(InMemoryChannelLayer):
+    """send_many that checks every pair first, then sends them one by one: the first full channel stops the rest."""
+
+    async def send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        for channel, message in messages:
+            self._push_for(channel, message)
+        for channel, message in messages:
+            await self.send(channel, message)
+
+
+class _SendManyHalfDone(InMemoryChannelLayer):
+    """send_many that checks each pair only when it gets to it: the pairs before a bad one are stored."""
+
+    async def send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        full = []
+        for pair in messages:
+            try:
+                await super().send_many([pair])
+            except ChannelFull as exc:
+                full += exc.channels
+        if full:
+            raise ChannelFull(f"full: {', '.join(full)}", full)
+
+
+class _GroupSendManyHalfDone(InMemoryChannelLayer):
+    async def group_send_many(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        for group, message in messages:
+            await self.group_send(group, message)
+
+
+class _GroupSizeCountsAdds(InMemoryChannelLayer):
+    """group_size kept as a counter of group_add calls: a channel added twice counts twice, discards are missed."""
+
+    adds: dict[str, int]
+
+    async def group_add(self, group: str, channel: str) -> None:
+        await super().group_add(group, channel)
+        self.adds = getattr(self, "adds", {})
+        self.adds[group] = self.adds.get(group, 0) + 1
+
+    async def group_size(self, group: str) -> int:
+        await super().group_size(group)  # the same validation
+        return getattr(self, "adds", {}).get(group, 0)
+
+
+class _StatsCountsAttempts(InMemoryChannelLayer):
+    """stats() whose ``sent`` counts sends tried, also those refused as full."""
+
+    def stats(self) -> dict[str, int]:
+        counts = super().stats()
+        counts["sent"] += counts["full"]
+        return counts
+
+
+@pytest.mark.parametrize(
+    ("mutant", "failing"),
+    [
+        (_SendManyStopsAtFull, {"R-OPS-2": ["test_r_ops_2_full_channel_does_not_stop_the_others"]}),
+        (_SendManyHalfDone, {"R-OPS-2": ["test_r_ops_2_bad_pairs_store_nothing"]}),
+        (_GroupSendManyHalfDone, {"R-OPS-3": ["test_r_ops_3_bad_pairs_send_nothing"]}),
+        (_GroupSizeCountsAdds, {"R-OPS-1": ["test_r_ops_1_lapsed_members_not_listed", "test_r_ops_1_members_listed"]}),
+        (_StatsCountsAttempts, {"R-OPS-4": ["test_r_ops_4_refusals"]}),
+    ],
+    ids=lambda value: value.__name__.strip("_") if isinstance(value, type) else None,
+)
+def test_operations_mutants_fail_the_check_they_break(mutant: type, failing: dict[str, list[str]]) -> None:
+    """Each wrong operations API fails its requirement in exactly the check of its defect; the other operations
+    requirements (the layer has every method) still pass."""
+    run = run_suite(mutant, pytest_args=["-k", "r_ops_"])
+    failed = {rid: sorted(test.nodeid.rsplit("::", 1)[-1] for test in result.tests if test.status == FAIL)
+              for rid, result in run.results.items() if result.tests}
+    assert {rid: tests for rid, tests in failed.items() if tests} == failing
+    assert {rid: result.status for rid, result in run.results.items()
+            if result.tests and rid not in failing} == {rid: PASS for rid in ("R-OPS-1", "R-OPS-2", "R-OPS-3",
+                                                                              "R-OPS-4") if rid not in failing}
+    assert run.exit_code == 0, "the operations tier is reported, not graded, without --strict"
 
 
 @pytest.mark.parametrize(
