@@ -27,6 +27,8 @@ __all__ = ["RedisBackend"]
 
 # Keys outlive their newest item (or membership) by this much, then expire on the server if nobody used them.
 KEY_TTL_SLACK_MS = 10_000
+# Items one GIVE_BACK call puts back (a Lua call unpacks a few thousand arguments at most).
+GIVE_BACK_CHUNK = 1000
 
 
 class RedisBackend(Backend):
@@ -101,7 +103,11 @@ class RedisBackend(Backend):
         if items:
             ttl_ms = max(int((max(item.deadline for item in items) - time.time()) * 1000), 0) + KEY_TTL_SLACK_MS
             elements = [frame(item.deadline, item.item) for item in reversed(items)]
-            await self.shard_for(queue).run_script(GIVE_BACK, (self.queue_key(queue),), ttl_ms, *elements)
+            keys = (self.queue_key(queue),)
+            # The chunks go in last first, in one round trip.
+            await self.shard_for(queue).run_scripts("give_back", [
+                (GIVE_BACK, keys, (ttl_ms, *elements[start:start + GIVE_BACK_CHUNK]))
+                for start in range(0, len(elements), GIVE_BACK_CHUNK)])
         return True
 
     # -- groups --------------------------------------------------------------------------------------------

@@ -255,3 +255,17 @@ def test_items_an_arm_popped_as_the_layer_closes_go_back(shared_url: str, shared
         await writer.close()
 
     run(scenario())
+
+
+def test_many_items_go_back_in_order(shared_url: str, shared_client: redis.Redis, prefix: str) -> None:
+    """More items than one Lua call can take as arguments go back at the head in order, ahead of what is stored."""
+    async def scenario() -> None:
+        reader = backend(shared_url, prefix)
+        assert await reader.push([Push("many", b"stored", 100, FAR)]) == [True]
+        items = [b"%d" % i for i in range(10_000)]
+        assert await reader.give_back("many", [Unclaimed(item, FAR) for item in items])
+        assert stored(shared_client, reader, "many") == [*items, b"stored"]
+        await reader.flush()
+        await reader.close()
+
+    run(scenario())
