@@ -72,7 +72,7 @@ class Coalescer:
         except Exception as exc:
             _settle(batch, error=exc)
         except BaseException:  # cancelled (the layer closes): the senders get an answer, not a hang
-            _settle(batch, error=BackendUnavailable("send interrupted: the layer was closed"))
+            _settle(batch, error=BackendUnavailable("send interrupted"))
             raise
         else:
             _settle(batch, results=results)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .backend import Backend, Feed, GroupMessage, Push, Unclaimed, background_task, settle_background_tasks
 from .capacity import CapacityRules, Pattern
+from .coalescing import Coalescer
 from .envelope import pack_item, unpack_item
 from .errors import (
     BackendRefused,
@@ -558,44 +559,20 @@ class _LoopState:
         self.waiters: dict[str, deque[asyncio.Future[Entry]]] = {}
         self.waiting: dict[str, int] = {}  # queue -> receivers waiting on its channels
         self.lingering: set[str] = set()  # queues whose reader has no waiter and looks again next iteration
-        self._pending: list[tuple[Push, asyncio.Future[bool]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()
-        self._coalesce = backend.coalesce_pushes
+        self._coalescer = Coalescer(self._send, loop) if backend.coalesce_pushes else None
         self._pops_nowait = type(backend).pop_nowait is not Backend.pop_nowait
         kind = type(backend)
         self._closes_feeds = kind.close_feed is not Backend.close_feed or kind.give_back is not Backend.give_back
 
-    # -- sends: concurrent pushes made in one loop iteration go to the backend as one call ------------------
+    # -- sends: a lone send goes at once; those made while others are on their way go as one backend call -----
 
     async def push(self, push: Push) -> bool:
-        if not self._coalesce:
-            return (await _guarded("send", self.backend.push([push])))[0]  # type: ignore[no-any-return]
-        future: asyncio.Future[bool] = self.loop.create_future()
-        if not self._pending:
-            self.loop.call_soon(self._flush_pending)
-        self._pending.append((push, future))
-        return await future
+        if self._coalescer is None:
+            return (await self._send([push]))[0]
+        return await self._coalescer.push(push)
 
-    def _flush_pending(self) -> None:
-        batch, self._pending = self._pending, []
-        task = background_task(self._push_batch(batch), loop=self.loop)
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
-
-    async def _push_batch(self, batch: list[tuple[Push, asyncio.Future[bool]]]) -> None:
-        try:
-            results = await _guarded("send", self.backend.push([push for push, _ in batch]))
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else BackendUnavailable("send interrupted")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, future), stored in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(stored)
+    async def _send(self, pushes: Sequence[Push]) -> list[bool]:
+        return await _guarded("send", self.backend.push(pushes))  # type: ignore[no-any-return]
 
     # -- receives: one reader per queue files items into local buffers -------------------------------------
 
@@ -782,9 +759,11 @@ class _LoopState:
         readers = list(self.readers.values())
         for reader in readers:
             reader.cancel()
-        for task in readers + list(self._flushes):
+        for task in readers:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._coalescer is not None:
+            await self._coalescer.close()
         for timer in self.idle.values():
             timer.cancel()
         self.idle.clear()

@@ -9,8 +9,8 @@ on LISTEN/NOTIFY when there are none.  A send to a queue whose fill in this back
 empty and waits), or has just delivered and is about to park again, serves that fill in its own statement
 (:mod:`layers_postgres.handoff`) and delivers into its feed: one round trip per message and no NOTIFY, instead of
 a push, a NOTIFY and a claim.  Readers in other processes are unaffected: the statement only hands over what is
-at the head of the queue on the server.  A lone send goes to the server at once; sends made while others are on
-their way are merged (:mod:`layers_postgres.batching`).
+at the head of the queue on the server.  The core merges sends made while others are on their way into one
+:meth:`PostgresBackend.push` (:mod:`layers.coalescing`); a lone send comes at once.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from layers.errors import BackendUnavailable, ServerError
 from layers.options import redact_url
 
 from . import wire
-from .batching import Batcher
 from .handoff import Handoffs, Slot
 from .listener import Listener, Wake
 from .pool import Pool
@@ -93,8 +92,6 @@ class PostgresBackend(Backend):
     gather_delay: float = 0.001
     #: Loop turns a push waits for this backend's fill of its queue to park (after its claim, if claiming).
     rejoin_turns: int = 4
-    #: Our own :class:`~layers_postgres.batching.Batcher` merges concurrent sends, without deferring a lone one.
-    coalesce_pushes = False
 
     def __init__(self, config: PostgresConfig) -> None:
         self.config = config
@@ -114,7 +111,6 @@ class PostgresBackend(Backend):
         self._st_push_claim = _statement("pushclaim", push_claim_sql(n), [TEXT, BYTEA, INT4, FLOAT8, INT4, FLOAT8])
         self._sql_give_back = give_back_sql(n)
         self._handoffs = Handoffs()
-        self._batcher = Batcher(self._push_batch)
         self._claiming: dict[str, asyncio.Future[None]] = {}  # queue -> done when this backend's claim of it ends
         self.handed = 0  # pushes that claimed for this backend's parked fill (tests and benchmarks read it)
         self._sql_group_push = f"SELECT {n.obj('_group_push')}(%s, %s, %s, %s, %s, %s, %s)"
@@ -129,14 +125,6 @@ class PostgresBackend(Backend):
     # -- the contract --------------------------------------------------------------------------------------
 
     async def push(self, pushes: Sequence[Push]) -> list[bool]:
-        if len(pushes) != 1:
-            return await self._push_many(pushes)
-        if self._batcher.busy(asyncio.get_running_loop().time()):  # others are being sent: go with the next batch
-            return [await self._batcher.join(pushes[0])]
-        with self._batcher.sending():
-            return [await self._push_one(pushes[0])]
-
-    async def _push_batch(self, pushes: Sequence[Push]) -> list[bool]:
         return [await self._push_one(pushes[0])] if len(pushes) == 1 else await self._push_many(pushes)
 
     async def _push_one(self, push: Push) -> bool:
@@ -408,7 +396,6 @@ class PostgresBackend(Backend):
 
     async def close(self) -> None:
         self._handoffs.clear()
-        self._batcher.cancel()
         for task in list(self._tasks):
             task.cancel()
         await self.listener.close()
