@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .envelope import item_head, pack_item
+from .errors import Unsupported
 from .names import process_part
 
 __all__ = ["Backend", "Feed", "GroupMessage", "Push", "Unclaimed", "background_task"]
@@ -176,6 +177,14 @@ class Backend(abc.ABC):
     async def server_footprint(self) -> dict[str, int] | None:
         """Optional: what the server holds for this layer (keys, rows, queues), for leak checks and benchmarks."""
         return None
+
+    async def ping(self) -> None:
+        """One round trip to every server (shard) this backend uses, concurrently; return once all answered.
+
+        Raises what a call would: ``BackendUnavailable`` when a server cannot be reached in time,
+        ``BackendRefused`` when it refuses the client.  The default raises ``Unsupported``.
+        """
+        raise Unsupported(f"{type(self).__name__} has no ping()")
 
     @abc.abstractmethod
     async def group_add(self, group: str, channel: str, deadline: float) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .errors import LayerError, Unsupported
+from .options import redact_url
 from .registry import CLI_COMMANDS, registered
 from .settings import from_url
 
@@ -38,6 +39,7 @@ examples:
   layers send redis://127.0.0.1:6379/0 chat-tasks '{"type": "task.run", "text": "hi"}'
   layers receive redis://127.0.0.1:6379/0 chat-tasks -n 0
   layers group-send redis://127.0.0.1:6379/0 room-lobby '{"type": "chat.message", "text": "hi"}'
+  layers ping postgresql://app@db/app
   layers bench redis://127.0.0.1:6379/0 --vs channels_redis
   layers check redis://127.0.0.1:6379/0
 
@@ -109,6 +111,16 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("group")
         command.add_argument("channel")
         command.set_defaults(run=_group_change, method=method)
+
+    ping = command_parser(commands, "ping", "time one round trip to every server of a layer", """
+        layers ping redis://127.0.0.1:6379/0
+        layers ping postgresql://app@db/app --json
+        """, description="Time one round trip to every server (shard) of a layer, made concurrently, and print it. "
+                         "Exit status 1, with the reason, when a server cannot be reached or refuses the client.")
+    ping.add_argument("url", help="the layer URL")
+    ping.add_argument("--json", action="store_true",
+                      help='print one JSON object: {"url", "ok", "seconds"} or {"url", "ok": false, "error", "detail"}')
+    ping.set_defaults(run=_ping)
 
     receive = command_parser(commands, "receive", "receive messages from a channel and print them as JSON lines", """
         layers receive redis://127.0.0.1:6379/0 chat-tasks              # one message
@@ -288,9 +300,30 @@ async def _reach(layer: Any) -> None:
     """One harmless call, so an unreachable server is one error before receive() starts waiting (and retrying)."""
     ping = getattr(layer, "ping", None)
     if ping is not None:
-        await ping()
-    else:  # removing a channel from a group nobody uses changes nothing
-        await layer.group_discard("layers-cli-probe", "layers-cli-probe")
+        try:
+            await ping()
+            return
+        except Unsupported:
+            pass
+    await layer.group_discard("layers-cli-probe", "layers-cli-probe")  # changes nothing: nobody uses that group
+
+
+def _ping(args: argparse.Namespace) -> int:
+    async def run(layer: Any) -> float:
+        return float(await layer.ping())
+
+    where = redact_url(args.url)
+    try:
+        seconds = _with_layer(args.url, run)
+    except LayerError as exc:
+        if not args.json:
+            raise
+        detail = " ".join(str(exc).split())
+        print(json.dumps({"url": where, "ok": False, "error": type(exc).__name__, "detail": detail}))
+        return 1
+    print(json.dumps({"url": where, "ok": True, "seconds": seconds}) if args.json
+          else f"{where}: {seconds * 1000:.2f} ms")
+    return 0
 
 
 def _receive(args: argparse.Namespace) -> int:

@@ -457,6 +457,15 @@ class BackendChannelLayer(BaseChannelLayer):
         for fan_out in fan_outs:
             await self._fan_out(group, fan_out, "group_send_many")
 
+    async def ping(self) -> float:
+        """Seconds one round trip to every server (shard) of this layer took, made concurrently: the slowest
+        one's.  Raises ``BackendUnavailable`` (unreachable in time), ``BackendRefused`` (refused, e.g. a wrong
+        password) or ``Unsupported`` (a backend without ping), whose message says why."""
+        backend = self._state().backend
+        started = time.perf_counter()
+        await _guarded("ping", backend.ping())
+        return time.perf_counter() - started
+
     def stats(self) -> dict[str, int]:
         """This process's counts since the layer was made: messages sent and received, sends refused as full,
         group sends and the members they skipped as full, entries found expired or undecodable on read, and now:

@@ -115,6 +115,9 @@ class _MemoryBackend(Backend):
     def pop_nowait(self, queue: str, limit: int) -> list[bytes] | None:
         return self.store.pop(queue, limit, time.time())
 
+    async def ping(self) -> None:
+        """The store is in this process: nothing to reach."""
+
     async def server_footprint(self) -> dict[str, int] | None:
         return {"queues": len(self.store.queues), "groups": len(self.store.groups)}
 

@@ -700,6 +700,13 @@ class AMQPBackend(Backend):
         stored = (await self._confirmed([future]))[0]
         return 0 if stored else 1  # a nack: at least one member queue was full
 
+    @_public
+    async def ping(self) -> None:
+        """A passive declare of the broker's built-in ``amq.direct`` exchange: one synchronous round trip on the
+        control channel that changes nothing."""
+        await self.link.call(lambda ch, done: ch.exchange_declare("amq.direct", passive=True, callback=done),
+                             "amq.direct")
+
     # -- flush / close -----------------------------------------------------------------------------------------
 
     @_public

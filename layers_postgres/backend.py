@@ -379,6 +379,14 @@ class PostgresBackend(Backend):
         await self._run(run)
         self.config.schema_ready = False
 
+    async def ping(self) -> None:
+        """``SELECT 1`` on a pooled connection (the first one also makes the tables, as any first call does)."""
+
+        async def run(conn: Conn) -> None:
+            await conn.execute("SELECT 1")
+
+        await self._run(run)
+
     async def server_footprint(self) -> dict[str, int] | None:
         """Rows the layer's tables hold: stored items, queue counters (empty ones go at the next sweep) and
         group memberships (leak checks)."""

@@ -63,6 +63,7 @@ OPERATIONS: dict[str, str] = {
     "send_many": "await send_many([(channel, message), ...]) -> one send per pair, in one call",
     "group_send_many": "await group_send_many([(group, message), ...]) -> one group_send per pair, in one call",
     "stats": "stats() -> this process's counters, a dict of str to int",
+    "ping": "await ping() -> seconds one round trip to every server took",
 }
 
 #: Capabilities a check may need; anything else in ``needs`` is a bug in the suite.

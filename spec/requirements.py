@@ -25,8 +25,8 @@ TIER_MEANING = {
     "recommended": "what Channels users rely on in practice (capacity, expiry, FIFO, cancellation safety, "
                    "at-most-once across processes, sync callers)",
     "strict": "this project's own additions (error texts, size refusal, close() semantics, exact name rules)",
-    "operations": "optional: introspection and bulk APIs this project adds (group_channels, group_size, send_many, "
-                  "group_send_many, stats); a layer without the method gets n/a, never a failure",
+    "operations": "optional: introspection, bulk and health APIs this project adds (group_channels, group_size, "
+                  "send_many, group_send_many, stats, ping); a layer without the method gets n/a, never a failure",
 }
 _HEADING = re.compile(r"^- \*\*(R-[A-Z]+-\d+) ([^*]+?)\.?\*\*(?: \[([a-z]+)\])?", re.MULTILINE)
 

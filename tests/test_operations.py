@@ -1,14 +1,19 @@
-"""The operations API of the core (issue 15): what the conformance tier ``operations`` cannot see from outside —
-one backend call per bulk send, one membership lookup per introspection, errors named by the call, groups sent
-concurrently, and the counters only a layer's own traffic can move (expired and undecodable entries, held ones)."""
+"""The operations API of the core (issue 15), and ``layers ping``: what the conformance tier ``operations``
+cannot see from outside — one backend call per bulk send, one membership lookup per introspection, errors named by
+the call, groups sent concurrently, and the counters only a layer's own traffic can move (expired and undecodable
+entries, held ones)."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -18,6 +23,7 @@ from layers.envelope import pack_item
 from layers.memory import _MemoryBackend
 from spec import run_suite
 from spec.report import NA
+from tests.servers import AMQP_URL, POSTGRES_DSN
 
 
 def _sync(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -220,3 +226,40 @@ async def test_stats_counts_held_expired_and_undecodable_entries() -> None:
     stats = layer.stats()
     assert (stats["expired_on_read"], stats["undecodable"], stats["messages_held"]) == (3, 2, 0), stats
     assert (stats["sent"], stats["received"]) == (5, 2), stats
+
+
+@_sync
+async def test_ping_times_a_round_trip_and_says_when_the_backend_has_none() -> None:
+    assert isinstance(await InMemoryChannelLayer().ping(), float)
+
+    class NoPing(InMemoryChannelLayer):
+        def make_backend(self) -> Backend:
+            class Silent(_MemoryBackend):
+                async def ping(self) -> None:
+                    await Backend.ping(self)
+
+            return Silent(self._store)
+
+    with pytest.raises(Unsupported, match="Silent has no ping"):
+        await NoPing().ping()
+
+
+def _layers(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "layers", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("url", ["memory://", POSTGRES_DSN, AMQP_URL], ids=["memory", "postgresql", "amqp"])
+def test_layers_ping_prints_the_round_trip(url: str) -> None:
+    done = _layers("ping", url)
+    assert done.returncode == 0 and done.stdout.strip().endswith(" ms"), done.stdout + done.stderr
+    report = json.loads(_layers("ping", url, "--json").stdout)
+    assert report["ok"] is True and report["seconds"] >= 0, report
+
+
+def test_layers_ping_says_why_a_server_refuses() -> None:
+    parts = urlsplit(POSTGRES_DSN)
+    refused = parts._replace(netloc=f"nosuchrole@{parts.hostname}:{parts.port or 5432}").geturl()
+    done = _layers("ping", refused)
+    assert done.returncode == 1 and "nosuchrole" in done.stderr, done.stderr
+    report = json.loads(_layers("ping", refused, "--json").stdout)
+    assert (report["ok"], report["error"]) == (False, "AuthenticationFailed") and "nosuchrole" in report["detail"]

@@ -8,6 +8,7 @@ the requirement as not applicable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections.abc import Awaitable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from ..harness import NOT_APPLICABLE, OPERATIONS, ROOM, Harness, Message, check
+from ..target import make_factory
 from .common import is_full, nothing_on, numbered, refused, same
 
 __all__ = ["OperationsChecks"]
@@ -22,6 +24,8 @@ __all__ = ["OperationsChecks"]
 #: The counters R-OPS-4 asks ``stats()`` for.
 STATS_KEYS = ("sent", "received", "full", "group_sends", "group_drops", "expired_on_read", "undecodable",
               "receivers_waiting", "messages_held")
+#: Seconds within which ping() must fail against a server that refuses the client (as R-FAIL-1's calls).
+PING_FAILS_WITHIN = 3.0
 #: Group names every group call refuses (R-NAMES-3).
 BAD_GROUPS = ("bad name", "bad!group", "")
 
@@ -36,6 +40,7 @@ async def _layer(harness: Harness, **overrides: Any) -> Any:
         "send_many": lambda: layer.send_many([]),
         "group_send_many": lambda: layer.group_send_many([]),
         "stats": lambda: layer.stats(),
+        "ping": lambda: layer.ping(),
     }
     assert probes.keys() == OPERATIONS.keys()
     for name in (need for need in harness.needs if need in OPERATIONS):
@@ -326,3 +331,42 @@ class OperationsChecks:
         await layer.group_send(group, {"over": "capacity"})
         _grew(start, _stats(layer), {"full": 1, "sent": 0, "group_sends": 1, "group_drops": 1},
               "a group_send whose only member was full")
+
+    # -- R-OPS-5 ping -------------------------------------------------------------------------------------
+
+    @check("R-OPS-5", "ping")
+    async def test_r_ops_5_ping_answers_in_seconds(self, harness: Harness) -> None:
+        """R-OPS-5: ping() returns a float of seconds, at least 0 and under the check's time limit, three times in
+        a row (and after close(), when the layer has one)."""
+        layer = await _layer(harness)
+        for attempt in range(3):
+            took = await harness.bounded(layer.ping(), f"ping() #{attempt + 1}")
+            assert isinstance(took, float), f"ping() returned {type(took).__name__} {took!r}, not a float"
+            assert 0 <= took < harness.knobs.timeout, f"ping() returned {took!r} seconds"
+        if harness.has_close:
+            await layer.close()
+            took = await harness.bounded(layer.ping(), "ping() after close()")
+            assert isinstance(took, float) and took >= 0, f"ping() after close() returned {took!r}"
+
+    @check("R-OPS-5", "ping", "refused_target")
+    async def test_r_ops_5_ping_says_why_it_failed(self, harness: Harness) -> None:
+        """R-OPS-5: against a server that refuses the client, ping() raises within 3 s, saying why."""
+        await _layer(harness)  # n/a when the design has no working ping
+        target = harness.knobs.refused_target
+        assert target is not None
+        layer = make_factory(target, harness.knobs.refused_config)()
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.wait_for(layer.ping(), PING_FAILS_WITHIN)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"ping() of {target} did not fail within {PING_FAILS_WITHIN:g}s") from None
+        except Exception as exc:
+            took = asyncio.get_running_loop().time() - started
+            assert str(exc), f"ping() raised {type(exc).__name__} after {took:.2f}s without saying why"
+        else:
+            raise AssertionError(f"ping() of {target}, a server that refuses the client, succeeded")
+        finally:
+            close = getattr(layer, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):  # closing a refused layer is R-FAIL-1's and R-CLOSE's business
+                    await harness.bounded(close(), "close() of the refused layer")

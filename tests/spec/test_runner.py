@@ -50,7 +50,7 @@ def test_a_channels_spec_only_layer_passes_core_and_recommended(tmp_path: Path) 
     assert set(failed.values()) == {"strict"}, failed
     assert {rid for rid in failed} >= {"R-NAMES-4", "R-MSG-5"}
     assert {rows[rid]["status"] for rid in ("R-CLOSE-1", "R-CLOSE-2", "R-CLOSE-3")} == {NA}
-    assert {rows[rid]["status"] for rid in ("R-OPS-1", "R-OPS-2", "R-OPS-3", "R-OPS-4")} == {NA}  # no such methods
+    assert {rows[rid]["status"] for rid in rows if rid.startswith("R-OPS-")} == {NA}  # it has no such method
     assert "has no group_channels() (optional" in rows["R-OPS-1"]["detail"]
     assert done.returncode == EXIT_PASS == report["exit_status"], done.stdout
     assert report["graded_tiers"] == ["core", "recommended"]
