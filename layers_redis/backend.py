@@ -127,6 +127,10 @@ class RedisBackend(Backend):
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
+    async def ping(self) -> None:
+        """PING on every shard, concurrently (on a cluster shard, where its client sends a key-less command)."""
+        await asyncio.gather(*(shard.execute("PING") for shard in self.shards))
+
     async def server_footprint(self) -> dict[str, int] | None:
         """Keys under the prefix on every shard: queues, reader-token lists and groups (leak checks)."""
         kinds = {"q": "queues", "r": "readers", "g": "groups"}

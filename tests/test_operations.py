@@ -23,7 +23,7 @@ from layers.envelope import pack_item
 from layers.memory import _MemoryBackend
 from spec import run_suite
 from spec.report import NA
-from tests.servers import AMQP_URL, POSTGRES_DSN
+from tests.servers import AMQP_URL, POSTGRES_DSN, REDIS_URL
 
 
 def _sync(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -248,7 +248,8 @@ def _layers(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "layers", *args], capture_output=True, text=True, timeout=60)
 
 
-@pytest.mark.parametrize("url", ["memory://", POSTGRES_DSN, AMQP_URL], ids=["memory", "postgresql", "amqp"])
+@pytest.mark.parametrize("url", ["memory://", POSTGRES_DSN, AMQP_URL, REDIS_URL],
+                         ids=["memory", "postgresql", "amqp", "redis"])
 def test_layers_ping_prints_the_round_trip(url: str) -> None:
     done = _layers("ping", url)
     assert done.returncode == 0 and done.stdout.strip().endswith(" ms"), done.stdout + done.stderr
