@@ -27,7 +27,6 @@ import pika
 import pika.exceptions
 from pika import spec
 from pika.adapters.asyncio_connection import AsyncioConnection
-from pika.channel import Channel
 
 from layers.backend import background_task
 from layers.errors import (
@@ -42,7 +41,7 @@ from layers.errors import (
     caused_by,
 )
 
-from .wire import Connection
+from .wire import Channel, Connection
 
 __all__ = ["ChannelError", "Link", "channel_failure", "refusal"]
 
@@ -214,6 +213,7 @@ class Link:
         opened: asyncio.Future[None] = self.loop.create_future()
 
         def on_open(_conn: AsyncioConnection) -> None:
+            conn.choose_publisher()
             _settle(opened, None)
 
         def on_open_error(_conn: AsyncioConnection, exc: BaseException) -> None:
@@ -320,7 +320,7 @@ class Link:
             raise BackendUnavailable(f"AMQP connection to {self.where} is down")
         if not pub.is_open or not conn.is_open:  # e.g. closing: callers only know our errors
             raise BackendUnavailable(f"AMQP connection to {self.where} is going down")
-        conn.publish(pub.channel_number, exchange, key, body, properties, mandatory)
+        conn.publish(pub, exchange, key, body, properties, mandatory)
         self._tag += 1
         tag = self._tag
         future: asyncio.Future[bool | None] = self.loop.create_future()
@@ -481,10 +481,20 @@ class Link:
 
     async def consume(self, queue: str, on_message: OnMessage, auto_ack: bool = True) -> str:
         """Start a consumer.  Auto-ack: delivered means taken, never redelivered, so never duplicated.  Manual
-        ack consumers get one unacknowledged message at a time (``basic.qos`` prefetch 1 on ``ctl``)."""
+        ack consumers get one unacknowledged message at a time (``basic.qos`` prefetch 1 on ``ctl``).
+
+        A channel that does not keep the deliveries arriving after a cancel (pika's plain path drops them when
+        auto-ack) gets an auto-ack consumer as a manual-ack one without a prefetch bound that acknowledges each
+        delivery as it arrives: the same flow, and what a cancel catches on its way goes back to the queue (a
+        delivery whose ack a dying connection lost comes again: the group inbox's records may be applied twice)."""
         tags: list[str] = []
 
         def start(ch: Channel, done: Callable[[Any], None]) -> None:
+            if auto_ack and not ch.keeps_late_deliveries:
+                ch.basic_qos(prefetch_count=0)  # for the consumers created next on ch: no bound
+                tags.append(ch.basic_consume(queue, _taken_on_arrival(on_message), auto_ack=False, callback=done))
+                ch.basic_qos(prefetch_count=1)
+                return
             tags.append(ch.basic_consume(queue, on_message, auto_ack=auto_ack, callback=done))
 
         await self.call(start, queue)
@@ -492,8 +502,9 @@ class Link:
 
     def cancel(self, consumer_tag: str) -> None:
         """Stop a consumer without waiting (messages already sent to us still arrive and are kept: with a
-        callback pika keeps the consumer until ``cancel-ok``, and :class:`~layers_amqp.wire.Channel` hands them
-        on instead of dropping them)."""
+        callback pika keeps the consumer until ``cancel-ok``, and :class:`~layers_amqp.wire.DirectChannel` hands
+        them on instead of dropping them; on the plain path pika rejects them back to the queue, see
+        :meth:`consume`)."""
         if self._ctl is not None and self._ctl.is_open and consumer_tag in self._ctl.consumer_tags:
             self._ctl.basic_cancel(consumer_tag, callback=_ignore)
 
@@ -563,6 +574,16 @@ class Link:
 
 def _ignore(_frame: Any) -> None:
     pass
+
+
+def _taken_on_arrival(on_message: OnMessage) -> OnMessage:
+    """``on_message`` for a manual-ack consumer standing in for an auto-ack one (see :meth:`Link.consume`)."""
+
+    def deliver(channel: Channel, method: Any, properties: spec.BasicProperties, body: bytes) -> None:
+        channel.basic_ack(method.delivery_tag)
+        on_message(channel, method, properties, body)
+
+    return deliver
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:

@@ -13,6 +13,11 @@ Every other frame, and anything unusual (interleaved content, unknown channels),
 frame at a time and in order.  Everything written during one event-loop iteration goes out in one system call, and
 the socket is read 64 KiB at a time (see :func:`_reader`).  Measured on sequential send+receive of a process
 channel (3,000 messages, 5 runs each way): ~175 -> ~120 µs of CPU (user + system) per message, ~3.8k -> ~4.6k msgs/s.
+
+Each piece that relies on pika's private state is a :class:`~layers.drivers.FastPath`, checked once per process
+(:data:`CODEC` the read side, :data:`CANCEL` the consumer cancellation of :class:`DirectChannel`, :data:`PUBLISH`
+the publish marshalling); without what it needs, or with ``LAYERS_PLAIN_DRIVERS=pika``, that piece goes through
+pika's public API.
 """
 
 from __future__ import annotations
@@ -58,16 +63,106 @@ def codec_missing(connection: Any, transport: Any) -> str | None:
         lacking.append("Connection._frame_buffer as bytes")
     if not isinstance(getattr(connection, "_channels", {}), dict):
         lacking.append("Connection._channels as a dict")
+    if not callable(getattr(pika.channel.Channel, "_on_deliver", None)):  # where a decoded delivery goes
+        lacking.append("Channel._on_deliver")
     if _plaintext(transport):
         lacking += [f"{type(transport).__name__}.{name}" for name in _TRANSPORT_NEEDS if not hasattr(transport, name)]
     return ", ".join(lacking) or None
 
 
+#: The publish marshalling (:meth:`Connection._publish_frames`) and the writes gathered per loop iteration rely on
+#: these private pika attributes, checked once the first connection of a process is open (its frame size known);
+#: without them :meth:`Connection._publish_plain` publishes through ``basic_publish`` and pika writes as it does.
+PUBLISH = FastPath("pika", "pika", "publish marshalling")
+_COUNTERS = ("bytes_sent", "frames_sent")  # pika's heartbeat checker watches bytes_sent
+
+
+def publish_missing(connection: Any) -> str | None:
+    """What the publish marshalling needs from pika and ``connection`` lacks (None: all there)."""
+    limit = getattr(connection, "_body_max_length", None)
+    lacking = [] if isinstance(limit, int) and limit > 0 else ["Connection._body_max_length as a positive int"]
+    lacking += [f"Connection.{name} as an int" for name in _COUNTERS
+                if not isinstance(getattr(connection, name, None), int)]
+    if not callable(getattr(AsyncioConnection, "_adapter_emit_data", None)):
+        lacking.append("AsyncioConnection._adapter_emit_data")
+    return ", ".join(lacking) or None
+
+
 #: Called with (delivery tag, multiple, acked) for each confirm on the confirm channel.
 OnConfirm = Callable[[int, bool, bool], None]
+#: ``publish(channel, exchange, routing key, body, properties, mandatory)``.
+Publish = Callable[["Channel", str, str, bytes, "spec.BasicProperties | None", bool], None]
 
 
 class Channel(pika.channel.Channel):  # type: ignore[misc]
+    """A channel with the consumer cancellation the backend needs, through pika's public API only (the plain path;
+    :class:`DirectChannel` is the fast one, used when :data:`CANCEL` finds pika's consumer state).
+
+    :meth:`cancel_at_once` is ``basic.cancel`` waiting for its ``cancel-ok`` (pika then forgets the consumer) plus
+    our own set of consumers being cancelled.  pika may hold that cancel back behind another call of this channel
+    that waits for its reply, while ``basic.ack`` goes out at once: the broker may then hand the consumer one more
+    message, which pika rejects back to its place in the queue (all consumers cancelled this way ack manually).  A
+    ``basic.get`` written before that reject would take the message behind it, so :meth:`basic_get` waits until
+    every such cancel is confirmed.  Deliveries arriving after any other cancel get pika's own treatment: rejected
+    back to the queue (manual ack) or dropped (auto-ack: see :meth:`Link.consume
+    <layers_amqp.connection.Link.consume>`, which acks those itself on this path)."""
+
+    #: Whether deliveries arriving between ``basic.cancel`` and ``cancel-ok`` still reach the consumer's callback.
+    keeps_late_deliveries = False
+
+    def __init__(self, connection: Any, channel_number: int, on_open_callback: Callable[[Any], Any]) -> None:
+        super().__init__(connection, channel_number, on_open_callback)
+        self._unconfirmed_cancels: set[str] = set()  # cancel_at_once sent, cancel-ok not yet here
+        self._held_gets: list[Callable[[], None]] = []
+        self._watching_cancel_ok = False
+
+    def cancelling(self, consumer_tag: str) -> bool:
+        """Whether :meth:`cancel_at_once` was called for this consumer (and its cancel is not confirmed yet)."""
+        return consumer_tag in self._unconfirmed_cancels
+
+    def cancel_at_once(self, consumer_tag: str) -> None:
+        """Stop the consumer: nothing reaches its callback any more (see the class documentation)."""
+        if consumer_tag in self._unconfirmed_cancels or consumer_tag not in self.consumer_tags:
+            return
+        if not self._watching_cancel_ok:  # one callback for every cancel-ok: pika's per-call one is not per tag
+            self.add_callback(self._on_cancel_ok, [spec.Basic.CancelOk], one_shot=False)
+            self._watching_cancel_ok = True
+        self._unconfirmed_cancels.add(consumer_tag)
+        self.basic_cancel(consumer_tag, callback=_ignore)
+
+    def forget_cancelled(self, consumer_tag: str) -> None:
+        """Nothing to do here: the cancel-ok already ended the cancel (a ``basic.get`` waits for it)."""
+
+    def basic_get(self, queue: str, callback: Callable[..., Any], auto_ack: bool = False) -> None:
+        if self._unconfirmed_cancels:
+            self._held_gets.append(lambda: super(Channel, self).basic_get(queue, callback, auto_ack))
+            return
+        super().basic_get(queue, callback, auto_ack)
+
+    def _on_cancel_ok(self, method_frame: frame.Method) -> None:
+        self._unconfirmed_cancels.discard(method_frame.method.consumer_tag)
+        if not self._unconfirmed_cancels and self._held_gets:
+            held, self._held_gets = self._held_gets, []
+            for get in held if self.is_open else ():  # closing: the link fails the get that waits
+                get()
+
+
+#: The consumer cancellation of :class:`DirectChannel` relies on these private pika attributes, checked on the
+#: first channel of a process; without them :class:`Channel` is used (one warning).
+CANCEL = FastPath("pika", "pika", "consumer cancellation")
+_CHANNEL_STATE = (("_consumers", dict), ("_cancelled", set), ("_consumers_with_noack", set))
+_CHANNEL_METHODS = ("_send_method", "_on_deliver")
+
+
+def cancel_missing(channel: Any) -> str | None:
+    """What :class:`DirectChannel` needs from pika and ``channel`` lacks (None: all there)."""
+    lacking = [f"Channel.{name} as a {kind.__name__}" for name, kind in _CHANNEL_STATE
+               if not isinstance(getattr(channel, name, None), kind)]
+    lacking += [f"Channel.{name}" for name in _CHANNEL_METHODS if not callable(getattr(channel, name, None))]
+    return ", ".join(lacking) or None
+
+
+class DirectChannel(Channel):
     """A channel that hands deliveries arriving after ``basic.cancel`` was sent to their consumer's callback.
 
     pika drops them (auto-ack: the broker already took the message off its queue, so it is lost) or rejects them
@@ -75,6 +170,9 @@ class Channel(pika.channel.Channel):  # type: ignore[misc]
     still holds, and pay a round trip per bounce); the process-queue consumer is cancelled whenever its reader
     goes idle.  The callback stays registered until ``basic.cancel-ok``, after which the broker sends nothing
     more; a callback that does not want a delivery rejects it itself (the doorbells do)."""
+
+    keeps_late_deliveries = True
+    basic_get = pika.channel.Channel.basic_get  # cancels go out at once here: nothing to wait for
 
     def _on_deliver(self, method_frame: frame.Method, header_frame: frame.Header, body: bytes) -> None:
         tag = method_frame.method.consumer_tag
@@ -105,6 +203,10 @@ class Channel(pika.channel.Channel):  # type: ignore[misc]
         self._cancelled.discard(consumer_tag)
 
 
+def _ignore(_frame: Any) -> None:
+    pass
+
+
 class Connection(AsyncioConnection):  # type: ignore[misc]
     """pika's asyncio connection with the hot frames coded here (see the module documentation)."""
 
@@ -123,10 +225,21 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         self.on_confirm: OnConfirm | None = None
         self.confirm_channel = -1
         self._fast_read = False  # decided when the transport is up (CODEC)
+        #: ``basic.publish`` of a message on an open channel; :meth:`choose_publisher` decides which (PUBLISH).
+        self.publish: Publish = self._publish_plain
         super().__init__(*args, **kwargs)
 
     def _create_channel(self, channel_number: int, on_open_callback: Callable[[Channel], Any]) -> Channel:
+        channel = DirectChannel(self, channel_number, on_open_callback)
+        if CANCEL.usable(lambda: cancel_missing(channel)):
+            return channel
         return Channel(self, channel_number, on_open_callback)
+
+    def choose_publisher(self) -> None:
+        """Decide how to publish, once the connection is open (pika knows the largest body frame then)."""
+        if PUBLISH.usable(lambda: publish_missing(self)):
+            self._adapter_emit_data = self._emit_buffered  # pika writes all its frames through this
+            self.publish = self._publish_frames
 
     def _proto_connection_made(self, transport: Any) -> None:
         super()._proto_connection_made(transport)
@@ -136,9 +249,14 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
 
     # -- writing ---------------------------------------------------------------------------------------------
 
-    def publish(self, channel: int, exchange: str, key: str, body: bytes, properties: spec.BasicProperties | None,
-                mandatory: bool) -> None:
-        """``basic.publish`` of ``body`` on ``channel`` (the caller checked that the channel is open)."""
+    def _publish_plain(self, channel: Channel, exchange: str, key: str, body: bytes,
+                       properties: spec.BasicProperties | None, mandatory: bool) -> None:
+        channel.basic_publish(exchange, key, body, properties, mandatory)
+
+    def _publish_frames(self, pub: Channel, exchange: str, key: str, body: bytes,
+                        properties: spec.BasicProperties | None, mandatory: bool) -> None:
+        """``basic.publish`` of ``body`` on ``pub``, marshalled here (the caller checked that it is open)."""
+        channel = pub.channel_number
         route = self._routes.get((channel, exchange, key, mandatory))
         if route is None:
             route = self._route(channel, exchange, key, mandatory)
@@ -152,7 +270,7 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
         data = b"".join(pieces)
         self.bytes_sent += len(data)
         self.frames_sent += 2 + -(-size // limit)
-        self._adapter_emit_data(data)
+        self._emit_buffered(data)
 
     def _route(self, channel: int, exchange: str, key: str, mandatory: bool) -> bytes:
         """The whole ``basic.publish`` method frame, which depends only on where the message goes."""
@@ -171,7 +289,8 @@ class Connection(AsyncioConnection):  # type: ignore[misc]
             self._properties = (properties, encoded)
         return encoded
 
-    def _adapter_emit_data(self, data: bytes) -> None:
+    def _emit_buffered(self, data: bytes) -> None:
+        """What is written during one loop iteration goes out together at its end (or at :meth:`flush_outgoing`)."""
         if not self._outgoing:
             self._flush_scheduled = self._flush_loop.call_soon(self._flush_outgoing)
         self._outgoing.append(data)
