@@ -1,8 +1,10 @@
 """The channel-layer interface and the core that implements it over any :class:`~layers.backend.Backend`.
 
 Everything a user can observe as semantics is decided here once: name and message rules, serialization, size
-limits, capacity lookup, expiry deadlines, group fan-out bundling, the per-process inbox that files messages for
-``!`` channels into local buffers, and cancellation-safe ``receive``.  Backends only move bytes.
+limits, capacity lookup, expiry deadlines, send coalescing, group fan-out bundling, and the whole receive side:
+one reader per queue that asks the backend for items (``fill``, within a credit the core sets), per-channel
+buffers that file what a process queue delivers for its ``!`` channels, waiting receivers and their cancellation,
+and what happens to items nobody claimed.  Backends only move bytes.
 """
 
 from __future__ import annotations

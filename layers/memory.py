@@ -1,6 +1,6 @@
 """The in-memory backend: the embedded default, for tests and single-process sites.
 
-It runs the same core as the network backends (validation, serialization, capacity, expiry, inbox) and only
+It runs the same core as the network backends (validation, serialization, capacity, expiry, receive buffers) and only
 replaces the server with dicts in this process, so a message that would fail on Redis fails here too.
 """
 
