@@ -17,7 +17,7 @@ import pytest
 
 from layers import ChannelFull
 from layers_postgres import PostgresChannelLayer
-from tests.postgres._feed import fill
+from tests.feeds import fill
 
 ROOT = Path(__file__).resolve().parents[2]
 

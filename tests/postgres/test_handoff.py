@@ -11,7 +11,7 @@ import psycopg
 
 from layers.backend import Push, Unclaimed
 from layers_postgres.backend import PostgresBackend
-from tests.postgres._feed import fill
+from tests.feeds import fill
 
 QUEUE = "hand.q"
 
@@ -114,9 +114,8 @@ def test_capacity_exact_when_pushing_to_a_parked_reader(make_layer: Any, prefix:
     assert _counter(sql, prefix) == (3, 3)
 
 
-async def _hand_to_a_receiver_that_leaves(layer: Any) -> PostgresBackend:
-    """A send takes the parked fill, its receiver is cancelled before the push answers: the send returned, and
-    the item is the core's (delivered into its feed) with nobody waiting for it."""
+async def _send_serving_a_parked_fill(layer: Any) -> tuple[PostgresBackend, asyncio.Future[Any], asyncio.Future[Any]]:
+    """A receive parks a fill; a send's statement is claiming for it (not answered yet): (backend, receive, send)."""
     await layer.send("hand.warmup", {})
     backend = _backend(layer)
     receive = asyncio.ensure_future(layer.receive(QUEUE))
@@ -130,6 +129,13 @@ async def _hand_to_a_receiver_that_leaves(layer: Any) -> PostgresBackend:
         if QUEUE in backend._handoffs._serving:
             break
     assert QUEUE in backend._handoffs._serving, "the send did not take the parked fill"
+    return backend, receive, send
+
+
+async def _hand_to_a_receiver_that_leaves(layer: Any) -> PostgresBackend:
+    """A send takes the parked fill, its receiver is cancelled before the push answers: the send returned, and
+    the item is the core's (delivered into its feed) with nobody waiting for it."""
+    backend, receive, send = await _send_serving_a_parked_fill(layer)
     receive.cancel()
     await send
     assert receive.cancelled()
@@ -375,19 +381,7 @@ def test_an_item_a_push_is_handing_over_when_the_layer_closes_is_stored_again(ma
 
     async def main() -> Any:
         layer = make_layer()
-        await layer.send("hand.warmup", {})
-        backend = _backend(layer)
-        receive = asyncio.ensure_future(layer.receive(QUEUE))
-        for _ in range(500):
-            await asyncio.sleep(0.01)
-            if QUEUE in backend._handoffs._parked:
-                break
-        send = asyncio.ensure_future(layer.send(QUEUE, {"n": 1}))
-        for _ in range(100):
-            await asyncio.sleep(0)
-            if QUEUE in backend._handoffs._serving:
-                break
-        assert QUEUE in backend._handoffs._serving, "the send did not take the parked fill"
+        _, receive, send = await _send_serving_a_parked_fill(layer)
         receive.cancel()
         await layer.close()
         await send

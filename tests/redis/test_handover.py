@@ -3,32 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import redis
 
-from layers.backend import Feed, Push, Unclaimed
+from layers.backend import Push, Unclaimed
 from layers_redis import RedisChannelLayer
 from layers_redis.backend import RedisBackend
 from layers_redis.hosts import parse_hosts
 from layers_redis.scripts import unframe
 from layers_redis.wire import LinkError
+from tests.feeds import ListFeed
 from tests.redis.helpers import run
 
 FAR = 4_000_000_000.0  # a deadline far in the future
-
-
-class ListFeed(Feed):
-    """What a test reader got, in delivery order (the core's feed files items for receivers instead)."""
-
-    def __init__(self, queue: str) -> None:
-        self.queue = queue
-        self.items: list[bytes] = []
-
-    def deliver(self, items: Sequence[bytes]) -> None:
-        self.items.extend(items)
 
 
 def backend(url: str, prefix: str) -> RedisBackend:

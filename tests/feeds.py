@@ -8,6 +8,8 @@ from layers.backend import Backend, Feed
 
 
 class ListFeed(Feed):
+    """What a test reader got, in delivery order (the core's feed files items for receivers instead)."""
+
     def __init__(self, queue: str) -> None:
         self.queue = queue
         self.items: list[bytes] = []
