@@ -76,6 +76,7 @@ class _Consumers:
     inbox_tag: str | None = None
     inbox_generation: int = -1
     filling: int = 0
+    acks: list[int] = field(default_factory=list)  # tags handed over, acknowledged at the next loop iteration
     wait_until: float = 0.0  # loop time the waiting fill gives up
     wait_timer: asyncio.TimerHandle | None = None
 
@@ -250,6 +251,24 @@ class AMQPBackend(Backend):
         sub.allowance -= count
         feed.deliver([item for item, _, _ in taken])
 
+    def _ack_soon(self, sub: _Consumers, channel: Channel, tag: int) -> None:
+        """Acknowledge at the start of the next loop iteration, ahead of every receiver the delivery wakes (both
+        are scheduled from here, the ack first): a burst of deliveries costs one multiple-ack, and a loop closed
+        before then ran no receiver of it, so the broker delivering it again to the next loop is no duplicate."""
+        if not sub.acks:
+            asyncio.get_running_loop().call_soon(self._flush_acks, sub, channel)
+        sub.acks.append(tag)
+
+    def _flush_acks(self, sub: _Consumers, channel: Channel) -> None:
+        tags, sub.acks = sub.acks, []
+        if not channel.is_open:  # the broker requeued them: redelivered, they are known by their hash (handed)
+            return
+        if len(tags) > 1 and tags[-1] - tags[0] == len(tags) - 1 and self._sole_holder(sub):
+            channel.basic_ack(tags[-1], multiple=True)
+        else:  # "multiple" would also acknowledge what another process queue's consumer holds on this channel
+            for tag in tags:
+                channel.basic_ack(tag)
+
     def _sole_holder(self, sub: _Consumers) -> bool:
         return all(other is sub or not other.held for other in self._subs.values())
 
@@ -403,7 +422,7 @@ class AMQPBackend(Backend):
         if sub.allowance <= 0 or sub.held or feed is None:  # not asked for (yet): the broker's until handed over
             sub.held.append((item, tag, digest))
             return
-        channel.basic_ack(tag)
+        self._ack_soon(sub, channel, tag)
         sub.handed.append(digest)
         sub.allowance -= 1
         sub.wake()
