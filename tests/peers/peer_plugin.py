@@ -254,35 +254,16 @@ def _clean_up() -> None:
                     client.unlink(key)
             finally:
                 client.close()
-    elif BACKEND == "postgres" and _prefixes_used:
-        import psycopg
+    elif BACKEND in ("postgres", "amqp") and _prefixes_used:
+        import layers
 
-        from layers_postgres import drop_ddl
+        url = POSTGRES_DSN if BACKEND == "postgres" else AMQP_URL
 
-        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        async def drop_all() -> None:  # drop(): the data, and the tables or registry queue flush keeps
             for prefix in sorted(_prefixes_used):
-                conn.execute(drop_ddl(prefix).encode())
-    elif BACKEND == "amqp" and _prefixes_used:
-        from layers_amqp import AMQPChannelLayer
-
-        async def flush_all() -> list[str]:
-            registries = []
-            for prefix in sorted(_prefixes_used):
-                layer = AMQPChannelLayer(AMQP_URL, prefix=prefix)
+                layer = layers.from_url(url, prefix=prefix)
                 with contextlib.suppress(Exception):
-                    await layer.flush()
+                    await layer.drop()
                 await layer.close()
-                registries.append(layer.topology.registry)
-            return registries
 
-        # flush() empties the prefix's queues but keeps its (empty) registry queue, which lives for days
-        import pika
-
-        registries = asyncio.run(flush_all())
-        connection = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
-        try:
-            channel = connection.channel()
-            for registry in registries:
-                channel.queue_delete(registry)
-        finally:
-            connection.close()
+        asyncio.run(drop_all())
